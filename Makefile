@@ -1,0 +1,52 @@
+# The two set-up commands of the README: `make serve` and `make test`. Both install what they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch first and pinned: a bare `torch` would make pip pull a multi-GB CUDA build on CPU machines.
+TORCH ?= torch==2.13.0
+CONFIG ?= configs/local.yaml
+# Ray 2.59+ turns token auth on for clusters that `serve run` starts, and later `serve status` / `ray`
+# calls then fail without the token. The local app listens on 127.0.0.1 only, so it runs without it;
+# production turns it on (RAY_AUTH_MODE=token, see README "Running on a cluster").
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install install-test system-deps serve test lint bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test system-deps
+
+system-deps:
+	@missing=""; for tool in espeak-ng ffmpeg; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "The tests need:$$missing. Install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	fi
+
+serve: install
+	@echo "Starting on http://127.0.0.1:8000 (Ctrl-C to stop). Try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
+	$(VENV)/bin/serve run $(CONFIG)
+
+test: install-test
+	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
+	$(PY) -m pytest
+
+lint: install-test
+	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

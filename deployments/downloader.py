@@ -1,0 +1,116 @@
+"""Turning a source (YouTube video, media URL, or uploaded bytes) into captions or decoded audio.
+
+YouTube captions come first (manual before auto-generated) because they cost no GPU time; yt-dlp
+fetches the audio when there are none or when the request asks for ASR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Literal
+from urllib.parse import urlparse
+
+import numpy as np
+import ray
+from ray import serve
+
+from deployments.audio import decode
+from deployments.errors import InvalidRequest, ServiceError, SourceFailed
+from deployments.media_download import BOT_CHECK_HINT, download_audio, ytdlp_options
+from deployments.schemas import Resolved
+from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
+from serve_app.settings import DownloaderSettings
+
+SourceMode = Literal["auto", "captions", "asr"]
+
+
+def content_key(kind: str, data: bytes) -> str:
+    """A stable identity for content: the same bytes or URL always give the same key."""
+    return f"{kind}:{hashlib.sha256(data).hexdigest()[:20]}"
+
+
+class SourceResolver:
+    """The downloader's logic without Ray: returns ``Resolved`` with samples as a numpy array."""
+
+    def __init__(self, settings: DownloaderSettings) -> None:
+        self.settings = settings
+        self._ytdlp = ytdlp_options(settings.socket_timeout_s, settings.retries, settings.fragment_retries,
+                                    settings.cookies_file)
+
+    def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None) -> Resolved:
+        """Captions or audio for a URL or bare YouTube id."""
+        vid = video_id(url)
+        if vid is not None:
+            return self._youtube(vid, source, language)
+        parsed = urlparse(url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise InvalidRequest("url must be an http(s) URL or a YouTube video id", param="url")
+        if source == "captions":
+            raise InvalidRequest("source 'captions' needs a YouTube video", param="source")
+        media = download_audio(url.strip(), self._ytdlp, self.settings.sample_rate)
+        return Resolved(key=content_key("url", url.strip().encode()), url=url.strip(), title=media.title,
+                        duration=media.duration, kind="audio", audio=media.samples)
+
+    def _youtube(self, vid: str, source: SourceMode, language: str | None) -> Resolved:
+        canonical = f"https://www.youtube.com/watch?v={vid}"
+        if source != "asr":
+            languages = [language, *self.settings.caption_languages] if language else self.settings.caption_languages
+            try:
+                track_language, segments = fetch_captions(vid, languages, self.settings.youtube_base_url,
+                                                          self.settings.socket_timeout_s)
+                return Resolved(key=f"youtube:{vid}", url=canonical, duration=segments[-1].end, kind="captions",
+                                language=track_language, captions=segments)
+            except NoCaptions as error:
+                if source == "captions":
+                    raise
+                if not self.settings.allow_asr_fallback:
+                    raise SourceFailed(f"{error.message}, and ASR fallback is disabled "
+                                       "(downloader.allow_asr_fallback)", param="url", code=error.code) from error
+            except CaptionsBlocked as blocked:
+                if source == "captions":
+                    raise
+                return self._youtube_audio(vid, canonical, blocked)
+        return self._youtube_audio(vid, canonical, None)
+
+    def _youtube_audio(self, vid: str, canonical: str, blocked: CaptionsBlocked | None) -> Resolved:
+        """ASR input for a video; when captions were refused for a bot check, a failure here says so."""
+        watch_url = f"{self.settings.youtube_base_url.rstrip('/')}/watch?v={vid}"
+        try:
+            media = download_audio(watch_url, self._ytdlp, self.settings.sample_rate)
+        except ServiceError as error:
+            if blocked is not None and blocked.code == "bot_check":
+                raise SourceFailed(f"{BOT_CHECK_HINT} (audio download: {error.message})", param="url",
+                                   code="bot_check") from error
+            raise
+        return Resolved(key=f"youtube:{vid}", url=canonical, title=media.title, duration=media.duration,
+                        kind="audio", audio=media.samples)
+
+    def from_upload(self, data: bytes, filename: str | None = None) -> Resolved:
+        """Decoded audio of uploaded bytes."""
+        if not data:
+            raise InvalidRequest("the uploaded file is empty", param="file")
+        samples = decode(data, self.settings.sample_rate)
+        return Resolved(key=content_key("upload", data), title=filename,
+                        duration=len(samples) / self.settings.sample_rate, kind="audio", audio=samples)
+
+
+def _into_object_store(resolved: Resolved) -> Resolved:
+    """Swap the samples for an ObjectRef so they travel through Ray's object store, not the caller."""
+    if isinstance(resolved.audio, np.ndarray):
+        return resolved.model_copy(update={"audio": ray.put(resolved.audio)})
+    return resolved
+
+
+@serve.deployment(name="Downloader")
+class Downloader:
+    """Serve wrapper: network and decoding work runs in threads so one slow source blocks no other."""
+
+    def __init__(self, settings: DownloaderSettings) -> None:
+        self.resolver = SourceResolver(settings)
+
+    async def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None) -> Resolved:
+        return _into_object_store(await asyncio.to_thread(self.resolver.resolve, url, source, language))
+
+    async def from_upload(self, data: bytes, filename: str | None = None) -> Resolved:
+        return _into_object_store(await asyncio.to_thread(self.resolver.from_upload, data, filename))

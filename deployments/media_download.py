@@ -1,0 +1,101 @@
+"""Fetching a source's audio with yt-dlp into a temporary directory that is always removed."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deployments.audio import decode
+from deployments.errors import ServiceError, SourceFailed, SourceUnreachable
+
+BOT_CHECK_HINT = (
+    "YouTube asked to sign in to confirm this is not a bot; export a cookies file from a signed-in "
+    "browser and set downloader.cookies_file in the config"
+)
+
+# Substrings of yt-dlp's error messages, most specific first: (needle, error class, code, message).
+_KNOWN_FAILURES: list[tuple[str, type[ServiceError], str, str]] = [
+    ("not a bot", SourceFailed, "bot_check", BOT_CHECK_HINT),
+    ("sign in to confirm your age", SourceFailed, "age_restricted", "the video is age-restricted; "
+     "set downloader.cookies_file to a signed-in account's cookies"),
+    ("private video", SourceFailed, "video_unavailable", "the video is private"),
+    ("video unavailable", SourceFailed, "video_unavailable", "the video is unavailable"),
+    ("has been removed", SourceFailed, "video_unavailable", "the video has been removed"),
+    ("requested format is not available", SourceFailed, "no_audio_stream", "the source has no audio stream"),
+    ("unsupported url", SourceFailed, "unsupported_url", "no media was found at the URL"),
+    ("http error 4", SourceFailed, "source_not_found", "the source answered with a client error"),
+    ("http error 5", SourceUnreachable, "source_unreachable", "the source answered with a server error"),
+    ("timed out", SourceUnreachable, "source_unreachable", "the source did not answer in time"),
+    ("unable to download", SourceUnreachable, "source_unreachable", "the source could not be downloaded"),
+    ("urlopen error", SourceUnreachable, "source_unreachable", "the source could not be reached"),
+    ("connection", SourceUnreachable, "source_unreachable", "the connection to the source failed"),
+]
+
+
+@dataclass(frozen=True)
+class Media:
+    """Decoded audio and what yt-dlp knew about it."""
+
+    samples: np.ndarray
+    title: str | None
+    duration: float
+
+
+def classify(message: str) -> ServiceError:
+    """A typed error for one of yt-dlp's error messages; the message is kept as detail."""
+    lowered = message.lower()
+    for needle, cls, code, text in _KNOWN_FAILURES:
+        if needle in lowered:
+            return cls(f"{text} ({_first_line(message)})", param="url", code=code)
+    return SourceFailed(f"the source could not be fetched ({_first_line(message)})", param="url")
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0][:300] if message.strip() else "no detail"
+
+
+def ytdlp_options(socket_timeout_s: float, retries: int, fragment_retries: int,
+                  cookies_file: str | None) -> dict[str, Any]:
+    """yt-dlp's options for downloading a single item's best audio."""
+    options: dict[str, Any] = {
+        "format": "bestaudio/best",
+        "noplaylist": True,
+        "socket_timeout": socket_timeout_s,
+        "retries": retries,
+        "fragment_retries": fragment_retries,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "cachedir": False,
+        "overwrites": True,
+        "logger": logging.getLogger("yt_dlp"),
+    }
+    if cookies_file:
+        options["cookiefile"] = cookies_file
+    return options
+
+
+def download_audio(url: str, options: dict[str, Any], sample_rate: int) -> Media:
+    """Download ``url``'s best audio with yt-dlp, decode it, and remove every file it wrote."""
+    import yt_dlp
+
+    with tempfile.TemporaryDirectory(prefix="transcribe-serve-") as scratch:
+        opts = {**options, "outtmpl": str(Path(scratch) / "media.%(ext)s")}
+        try:
+            with yt_dlp.YoutubeDL(opts) as ydl:
+                info = ydl.extract_info(url, download=True)
+        except yt_dlp.utils.DownloadError as error:
+            raise classify(str(error)) from error
+        if info is None or info.get("_type") == "playlist":
+            raise SourceFailed("the URL is a playlist; submit its videos one by one", param="url",
+                               code="playlist_not_allowed")
+        files = [p for p in Path(scratch).iterdir() if p.is_file() and not p.name.endswith(".part")]
+        if not files:
+            raise SourceFailed("the download produced no media file", param="url", code="no_audio_stream")
+        samples = decode(files[0], sample_rate, param="url")
+    return Media(samples=samples, title=info.get("title"), duration=len(samples) / sample_rate)

@@ -1,0 +1,82 @@
+"""The data that travels between deployments (pydantic, so it pickles and validates the same way)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Word(BaseModel):
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
+
+
+class Segment(BaseModel):
+    """A timed piece of transcript; the decoder's scores are present only for ASR segments."""
+
+    id: int = 0
+    start: float
+    end: float
+    text: str
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+    temperature: float | None = None
+    words: list[Word] | None = None
+
+
+class TranscribeOptions(BaseModel):
+    """Per-request decoding options; ``None`` means the replica's configured default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    language: str | None = Field(None, min_length=2, max_length=8)
+    task: Literal["transcribe", "translate"] = "transcribe"
+    beam_size: int | None = Field(None, ge=1, le=10)
+    vad_filter: bool | None = None
+    word_timestamps: bool = False
+    initial_prompt: str | None = Field(None, max_length=2000)
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class Transcription(BaseModel):
+    """What the transcriber returns for one audio input."""
+
+    model: str
+    language: str
+    language_probability: float | None = None
+    duration: float
+    text: str
+    segments: list[Segment]
+
+
+class Passage(BaseModel):
+    """A window of transcript text with its time span, and its embedding when computed."""
+
+    start: float
+    end: float
+    text: str
+    vector: list[float] | None = None
+
+
+class Resolved(BaseModel):
+    """What the downloader found for a source: captions ready to use, or decoded audio to transcribe.
+
+    ``audio`` is a Ray ObjectRef to 16 kHz mono float32 samples, so the samples move through the
+    object store to whichever node runs the transcriber rather than as a local file path.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    key: str
+    url: str | None = None
+    title: str | None = None
+    duration: float
+    kind: Literal["captions", "audio"]
+    language: str | None = None
+    captions: list[Segment] | None = None
+    audio: Any = None

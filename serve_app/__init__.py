@@ -1,0 +1,1 @@
+"""transcribe-serve: the HTTP ingress, the application builder and its settings."""

@@ -1,0 +1,105 @@
+"""The application's configuration: the ``args`` of a Serve config file, validated at start-up.
+
+Each part of the graph has one section. Unknown keys are refused, so a typo in YAML fails the
+deployment with a message that names the key instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EMBEDDED = "embedded"
+"""A model path of ``embedded`` means the weights that ship inside an installed Python package."""
+
+
+class Section(BaseModel):
+    """A strict configuration section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngressSettings(Section):
+    """HTTP-facing behaviour of the ingress."""
+
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
+    default_embed: bool = True
+
+
+class DownloaderSettings(Section):
+    """How sources are fetched: captions, yt-dlp and their network settings."""
+
+    caption_languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    allow_asr_fallback: bool = True
+    youtube_base_url: str = Field(
+        "https://www.youtube.com",
+        description="Where YouTube's pages are fetched from; point it at a mirror or a test double.",
+    )
+    socket_timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(3, ge=0)
+    fragment_retries: int = Field(3, ge=0)
+    cookies_file: str | None = None
+    sample_rate: int = Field(16000, gt=0)
+
+
+class TranscriberSettings(Section):
+    """faster-whisper: which models may be loaded, where, and how."""
+
+    default_model: str = "tiny.en"
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"tiny.en": EMBEDDED},
+        description="Allowed model names mapped to a local path, a hub id, or 'embedded'.",
+    )
+    aliases: dict[str, str] = Field(default_factory=lambda: {"whisper-1": "tiny.en"})
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = Field(2, ge=1)
+    num_workers: int = Field(1, ge=1)
+    max_models: int = Field(2, ge=1, description="Models one replica keeps loaded at most (LRU).")
+    download_root: str | None = None
+    beam_size: int = Field(5, ge=1, le=10)
+    vad_filter: bool = False
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> TranscriberSettings:
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not a key of models")
+        for alias, target in self.aliases.items():
+            if target not in self.models:
+                raise ValueError(f"aliases.{alias} points at {target!r}, which is not a key of models")
+        return self
+
+    def resolve(self, name: str | None) -> str | None:
+        """Map a requested name or alias to a configured model name; None when unknown."""
+        name = name or self.default_model
+        name = self.aliases.get(name, name)
+        return name if name in self.models else None
+
+
+class EmbedderSettings(Section):
+    """sentence-transformers: the model and how transcripts are cut into passages."""
+
+    model: str = "all-MiniLM-L6-v2"
+    model_path: str = EMBEDDED
+    device: Literal["cpu", "cuda"] = "cpu"
+    torch_threads: int = Field(1, ge=1)
+    chunk_words: int = Field(120, ge=1)
+    chunk_overlap_words: int = Field(30, ge=0)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> EmbedderSettings:
+        if self.chunk_overlap_words >= self.chunk_words:
+            raise ValueError("chunk_overlap_words must be smaller than chunk_words")
+        return self
+
+
+class AppSettings(Section):
+    """The whole application's ``args``."""
+
+    ingress: IngressSettings = Field(default_factory=IngressSettings)
+    downloader: DownloaderSettings = Field(default_factory=DownloaderSettings)
+    transcriber: TranscriberSettings = Field(default_factory=TranscriberSettings)
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)

@@ -1,0 +1,99 @@
+"""The downloader's resolver without Ray: captions first, real yt-dlp over loopback, uploads, cleanup."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from deployments.downloader import SourceResolver
+from deployments.errors import InvalidRequest, SourceFailed, UnsupportedAudio
+from serve_app.settings import DownloaderSettings
+from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, UNCAPTIONED_ID
+from tests.fake_youtube import FakeYouTube
+
+
+@pytest.fixture()
+def resolver(fake_youtube: FakeYouTube) -> SourceResolver:
+    return SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url))
+
+
+def scratch_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("transcribe-serve-*")}
+
+
+def test_captions_come_first_and_no_audio_is_downloaded(resolver: SourceResolver, fake_youtube: FakeYouTube) -> None:
+    resolved = resolver.resolve(f"https://youtu.be/{CAPTIONED_ID}")
+    assert resolved.kind == "captions" and resolved.audio is None
+    assert resolved.key == f"youtube:{CAPTIONED_ID}"
+    assert resolved.url == f"https://www.youtube.com/watch?v={CAPTIONED_ID}"
+    assert not any(r.startswith("GET /media/") for r in fake_youtube.requests if CAPTIONED_ID in r)
+
+
+def test_video_without_captions_falls_back_to_yt_dlp_audio(resolver: SourceResolver) -> None:
+    before = scratch_dirs()
+    resolved = resolver.resolve(UNCAPTIONED_ID)
+    assert resolved.kind == "audio"
+    assert resolved.audio.dtype.name == "float32" and resolved.audio.ndim == 1
+    assert resolved.duration == pytest.approx(len(resolved.audio) / 16000)
+    assert resolved.title and "water cycle" in resolved.title.lower()
+    assert scratch_dirs() == before
+
+
+def test_asr_can_be_asked_for_even_with_captions(resolver: SourceResolver) -> None:
+    assert resolver.resolve(CAPTIONED_ID, source="asr").kind == "audio"
+
+
+def test_captions_only_requests_fail_without_captions(resolver: SourceResolver) -> None:
+    with pytest.raises(SourceFailed) as error:
+        resolver.resolve(UNCAPTIONED_ID, source="captions")
+    assert error.value.code == "no_captions"
+
+
+def test_disabled_asr_fallback_is_reported(fake_youtube: FakeYouTube) -> None:
+    resolver = SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, allow_asr_fallback=False))
+    with pytest.raises(SourceFailed, match="allow_asr_fallback"):
+        resolver.resolve(UNCAPTIONED_ID)
+
+
+def test_bot_check_says_to_configure_a_cookies_file(resolver: SourceResolver) -> None:
+    with pytest.raises(SourceFailed) as error:
+        resolver.resolve(BOT_CHECK_ID)
+    assert error.value.code == "bot_check"
+    assert "cookies_file" in error.value.message
+
+
+def test_plain_media_url_is_fetched_with_yt_dlp(resolver: SourceResolver, media_server: str) -> None:
+    before = scratch_dirs()
+    resolved = resolver.resolve(f"{media_server}/cooking.wav")
+    assert resolved.kind == "audio" and resolved.key.startswith("url:")
+    assert resolver.resolve(f"{media_server}/cooking.wav").key == resolved.key
+    assert scratch_dirs() == before
+
+
+def test_broken_urls_are_typed_and_leave_no_files(resolver: SourceResolver, media_server: str) -> None:
+    before = scratch_dirs()
+    with pytest.raises(UnsupportedAudio):
+        resolver.resolve(f"{media_server}/not-audio.wav")
+    with pytest.raises(SourceFailed) as missing:
+        resolver.resolve(f"{media_server}/missing.wav")
+    assert missing.value.status == 422
+    assert scratch_dirs() == before
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/a.wav", "javascript:alert(1)", "http://"])
+def test_non_http_sources_are_refused(resolver: SourceResolver, url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        resolver.resolve(url)
+
+
+def test_uploads_decode_or_fail_clearly(resolver: SourceResolver, speech: dict[str, Path]) -> None:
+    data = speech["cooking"].read_bytes()
+    resolved = resolver.from_upload(data, "cooking.wav")
+    assert resolved.key == resolver.from_upload(data).key
+    assert resolved.duration > 3
+    with pytest.raises(InvalidRequest):
+        resolver.from_upload(b"")
+    with pytest.raises(UnsupportedAudio):
+        resolver.from_upload(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")

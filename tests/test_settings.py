@@ -1,0 +1,71 @@
+"""Configuration: the shipped YAML files validate, and a bad key fails with its name."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.app import build_app
+from serve_app.settings import AppSettings, TranscriberSettings
+from tests.conftest import ROOT, local_config
+
+DEPLOYMENTS = {"Ingress", "Downloader", "Transcriber", "Embedder"}
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "prod.yaml"])
+def test_config_files_validate_and_name_every_deployment(name: str) -> None:
+    config = yaml.safe_load((ROOT / "configs" / name).read_text())
+    app = config["applications"][0]
+    assert app["import_path"] == "serve_app.app:build_app"
+    AppSettings.model_validate(app["args"])
+    declared = {d["name"]: d for d in app["deployments"]}
+    assert set(declared) == DEPLOYMENTS
+    for deployment in declared.values():
+        assert deployment["ray_actor_options"]["memory"] > 0, deployment["name"]
+
+
+def test_prod_shares_each_gpu_between_four_whisper_replicas() -> None:
+    app = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]
+    declared = {d["name"]: d for d in app["deployments"]}
+    assert declared["Transcriber"]["ray_actor_options"]["num_gpus"] == 0.25
+    assert 0 < declared["Embedder"]["ray_actor_options"]["num_gpus"] < 1
+    assert "num_gpus" not in declared["Downloader"]["ray_actor_options"]
+    assert declared["Transcriber"]["autoscaling_config"]["max_replicas"] >= 4
+    assert app["args"]["transcriber"]["device"] == "cuda"
+
+
+def test_unknown_key_is_named_in_the_error() -> None:
+    args = local_config()["applications"][0]["args"]
+    args["transcriber"]["cpu_thread"] = 4
+    with pytest.raises(ValidationError, match=r"transcriber\.cpu_thread"):
+        build_app(args)
+
+
+def test_bad_value_is_named_in_the_error() -> None:
+    args = local_config()["applications"][0]["args"]
+    args["embedder"]["chunk_words"] = 0
+    with pytest.raises(ValidationError, match=r"embedder\.chunk_words"):
+        AppSettings.model_validate(args)
+
+
+def test_default_model_must_be_configured() -> None:
+    with pytest.raises(ValidationError, match="default_model 'large-v3' is not a key of models"):
+        TranscriberSettings(default_model="large-v3")
+
+
+def test_aliases_resolve_and_unknown_names_do_not() -> None:
+    settings = TranscriberSettings()
+    assert settings.resolve("whisper-1") == "tiny.en"
+    assert settings.resolve(None) == "tiny.en"
+    assert settings.resolve("large-v3") is None
+
+
+def test_cluster_yaml_starts_the_app_with_the_prod_config() -> None:
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert {"head_node_type", "available_node_types", "setup_commands", "head_start_ray_commands"} <= set(cluster)
+    gpu_nodes = [t for t in cluster["available_node_types"].values() if t["resources"].get("GPU", 0) >= 1]
+    assert gpu_nodes, "cluster.yaml declares no GPU worker type"
+    commands = "\n".join(cluster["head_start_ray_commands"] + cluster.get("head_setup_commands", []))
+    assert "configs/prod.yaml" in commands
+    assert any("pip install" in c for c in cluster["setup_commands"])

@@ -1,0 +1,73 @@
+"""The Whisper engine without Ray, on the real tiny.en model and speech made with espeak-ng."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployments.audio import decode
+from deployments.errors import InvalidRequest, UnknownModel
+from deployments.schemas import TranscribeOptions
+from deployments.transcriber import WhisperEngine
+from serve_app.settings import EMBEDDED, TranscriberSettings
+from tests.conftest import SCRIPTS, word_error_rate
+
+
+@pytest.fixture(scope="module")
+def engine() -> WhisperEngine:
+    return WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=1))
+
+
+def test_transcripts_are_close_to_the_spoken_text(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    rates = {}
+    for name, path in speech.items():
+        result = engine.transcribe(decode(path), TranscribeOptions())
+        assert result.model == "tiny.en" and result.language == "en"
+        rates[name] = word_error_rate(SCRIPTS[name], result.text)
+    assert max(rates.values()) <= 0.35, rates
+    assert sum(rates.values()) / len(rates) <= 0.2, rates
+
+
+def test_word_timestamps_increase_and_stay_inside_the_audio(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    result = engine.transcribe(decode(speech["cooking"]), TranscribeOptions(word_timestamps=True))
+    words = [w for s in result.segments for w in (s.words or [])]
+    assert len(words) >= 15
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert all(0 <= w.start <= w.end <= result.duration + 0.05 for w in words)
+    assert words[0].word.lower().startswith("cut")
+
+
+def test_the_loaded_model_is_kept_between_requests(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    before = engine.cache.loads
+    for _ in range(3):
+        engine.transcribe(decode(speech["history"]), TranscribeOptions(model="whisper-1"))
+    assert engine.cache.loads == before
+    assert engine.stats()["models_resident"] == ["tiny.en"]
+
+
+def test_another_model_loads_on_demand_and_evicts_past_the_bound(speech: dict[str, Path]) -> None:
+    engine = WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=1))
+    assert engine.cache.loads == 1
+    engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-copy"))
+    engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-copy"))
+    assert engine.stats() == {"model_loads": 2, "model_evictions": 1, "models_resident": ["tiny-copy"]}
+
+
+def test_unknown_model_and_impossible_options_are_refused(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    audio = decode(speech["cooking"])
+    with pytest.raises(UnknownModel):
+        engine.transcribe(audio, TranscribeOptions(model="large-v3"))
+    with pytest.raises(InvalidRequest, match="English-only"):
+        engine.transcribe(audio, TranscribeOptions(task="translate"))
+    with pytest.raises(InvalidRequest, match="language 'de'"):
+        engine.transcribe(audio, TranscribeOptions(language="de"))
+
+
+def test_silence_gives_an_empty_transcript(engine: WhisperEngine) -> None:
+    import numpy as np
+
+    result = engine.transcribe(np.zeros(16000 * 3, dtype=np.float32), TranscribeOptions(vad_filter=True))
+    assert result.text == ""
+    assert result.duration == pytest.approx(3.0)
