@@ -42,11 +42,11 @@ serve: install
 	$(VENV)/bin/serve run $(CONFIG)
 
 test: install-test
-	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
+	$(VENV)/bin/ruff check serve_app deployments tests
 	$(PY) -m pytest
 
 lint: install-test
-	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
+	$(VENV)/bin/ruff check serve_app deployments tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
