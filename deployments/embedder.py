@@ -59,7 +59,7 @@ class EmbeddingEngine:
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
         self.model = SentenceTransformer(embedding_model_location(settings.model_path), device=settings.device)
-        self.dimension = int(self.model.get_sentence_embedding_dimension())
+        self.dimension = int(self.model.get_embedding_dimension())
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
@@ -67,6 +67,10 @@ class EmbeddingEngine:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
         return vectors.astype(np.float32)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model's tokenizer makes of ``texts`` (what OpenAI's ``usage`` reports)."""
+        return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"]) if texts else 0
 
     def chunk(self, segments: list[Segment]) -> list[Passage]:
         """Cut a transcript into passages with the configured window and overlap."""
@@ -96,6 +100,9 @@ class Embedder:
         passages = self.engine.chunk(segments)
         vectors = await self.embed([p.text for p in passages])
         return [p.model_copy(update={"vector": v}) for p, v in zip(passages, vectors, strict=True)]
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return self.engine.count_tokens(texts)
 
     def dimension(self) -> int:
         return self.engine.dimension

@@ -76,3 +76,12 @@ class SourceUnreachable(ServiceError):
     status = 424
     type = "upstream_error"
     code = "source_unreachable"
+
+
+class Overloaded(ServiceError):
+    """A deployment's queue is full or it has no replica right now; the client should retry shortly."""
+
+    status = 503
+    type = "server_error"
+    code = "overloaded"
+    retry_after_s = 1

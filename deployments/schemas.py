@@ -18,9 +18,11 @@ class Segment(BaseModel):
     """A timed piece of transcript; the decoder's scores are present only for ASR segments."""
 
     id: int = 0
+    seek: int = 0
     start: float
     end: float
     text: str
+    tokens: list[int] = Field(default_factory=list)
     avg_logprob: float | None = None
     compression_ratio: float | None = None
     no_speech_prob: float | None = None

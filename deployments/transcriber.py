@@ -6,12 +6,12 @@ demand into a bounded per-replica cache. Per-request buffers are released on suc
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import ray
 from ray import serve
 
 from deployments.errors import InvalidRequest, UnknownModel
@@ -80,43 +80,53 @@ class WhisperEngine:
     def stream(
         self, audio: np.ndarray, options: TranscribeOptions
     ) -> tuple[str, TranscriptionInfo, Iterator[Segment]]:
-        """Start decoding; segments are produced lazily as the decoder reaches them."""
+        """Start decoding; segments come lazily as the decoder reaches them, and buffers go at the end.
+
+        English-only models refuse other languages. They answer a translation request with the English
+        transcript, which is what translating English speech into English gives.
+        """
         name, model = self.model_for(options.model)
-        if not model.model.is_multilingual:
-            if options.task == "translate":
-                raise InvalidRequest(f"model {name!r} is English-only and cannot translate", param="task")
-            if options.language not in (None, "en"):
-                raise InvalidRequest(
-                    f"model {name!r} is English-only; language {options.language!r} needs a multilingual model",
-                    param="language",
-                )
-        segments, info = model.transcribe(
-            audio,
-            language=options.language,
-            task=options.task,
-            beam_size=options.beam_size or self.settings.beam_size,
-            vad_filter=self.settings.vad_filter if options.vad_filter is None else options.vad_filter,
-            word_timestamps=options.word_timestamps,
-            initial_prompt=options.initial_prompt,
-            temperature=options.temperature,
-        )
-        return name, info, (_segment(s) for s in segments)
+        if not model.model.is_multilingual and options.language not in (None, "en"):
+            raise InvalidRequest(
+                f"model {name!r} is English-only; language {options.language!r} needs a multilingual model",
+                param="language",
+            )
+        task = options.task if model.model.is_multilingual else "transcribe"
+        try:
+            segments, info = model.transcribe(
+                audio,
+                language=options.language,
+                task=task,
+                beam_size=options.beam_size or self.settings.beam_size,
+                vad_filter=self.settings.vad_filter if options.vad_filter is None else options.vad_filter,
+                word_timestamps=options.word_timestamps,
+                initial_prompt=options.initial_prompt,
+                temperature=options.temperature,
+            )
+        except BaseException:
+            release_buffers(self.settings.device)
+            raise
+        return name, info, self._released(segments)
+
+    def _released(self, segments: Iterator[Any]) -> Iterator[Segment]:
+        try:
+            for segment in segments:
+                yield _segment(segment)
+        finally:
+            release_buffers(self.settings.device)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
         """Decode the whole input and return every segment."""
-        try:
-            name, info, segments = self.stream(audio, options)
-            collected = list(segments)
-            return Transcription(
-                model=name,
-                language=info.language,
-                language_probability=info.language_probability,
-                duration=info.duration,
-                text=" ".join(s.text for s in collected).strip(),
-                segments=collected,
-            )
-        finally:
-            release_buffers(self.settings.device)
+        name, info, segments = self.stream(audio, options)
+        collected = list(segments)
+        return Transcription(
+            model=name,
+            language=info.language,
+            language_probability=info.language_probability,
+            duration=info.duration,
+            text=" ".join(s.text for s in collected).strip(),
+            segments=collected,
+        )
 
     def stats(self) -> dict[str, Any]:
         """Loads, evictions and resident models: the figures that prove models are kept."""
@@ -133,9 +143,11 @@ def _segment(segment: Any) -> Segment:
         words = [Word(word=w.word.strip(), start=w.start, end=w.end, probability=w.probability) for w in segment.words]
     return Segment(
         id=segment.id,
+        seek=segment.seek,
         start=segment.start,
         end=segment.end,
         text=segment.text.strip(),
+        tokens=list(segment.tokens),
         avg_logprob=segment.avg_logprob,
         compression_ratio=segment.compression_ratio,
         no_speech_prob=segment.no_speech_prob,
@@ -144,25 +156,29 @@ def _segment(segment: Any) -> Segment:
     )
 
 
-async def materialize(audio: Any) -> np.ndarray:
+def materialize(audio: Any) -> np.ndarray:
     """Samples passed directly, or fetched from Ray's object store when given a reference."""
-    import ray
-
-    if isinstance(audio, ray.ObjectRef):
-        return await audio
-    return audio
+    return ray.get(audio) if isinstance(audio, ray.ObjectRef) else audio
 
 
 @serve.deployment(name="Transcriber")
 class Transcriber:
-    """Serve wrapper: one engine (and its loaded model) per replica."""
+    """Serve wrapper: one engine (and its loaded model) per replica.
+
+    Methods are synchronous: Serve runs them in its thread pool, so decoding never blocks the replica's
+    event loop, and ``max_ongoing_requests`` bounds how many decode at once.
+    """
 
     def __init__(self, settings: TranscriberSettings) -> None:
         self.engine = WhisperEngine(settings)
 
-    async def transcribe(self, audio: Any, options: TranscribeOptions) -> Transcription:
-        samples = await materialize(audio)
-        return await asyncio.to_thread(self.engine.transcribe, samples, options)
+    def transcribe(self, audio: Any, options: TranscribeOptions) -> Transcription:
+        return self.engine.transcribe(materialize(audio), options)
+
+    def stream(self, audio: Any, options: TranscribeOptions) -> Iterator[Segment]:
+        """Segments as they are decoded (call through a handle with ``stream=True``)."""
+        _, _, segments = self.engine.stream(materialize(audio), options)
+        yield from segments
 
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()

@@ -1,31 +1,37 @@
 """The HTTP ingress (FastAPI through ``@serve.ingress``) and the application builder.
 
-``serve run configs/local.yaml`` imports ``serve_app.app:build_app``; Serve validates the YAML's
-``args`` against ``AppSettings`` before anything starts, so a bad key fails with its name.
+``serve run configs/local.yaml`` imports ``serve_app.app:build_app``, which validates the YAML's ``args``
+against ``AppSettings`` before anything starts, so a bad key fails with its name.
 """
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, File, Form, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import Depends, FastAPI, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from deployments.downloader import Downloader
 from deployments.embedder import Embedder
-from deployments.errors import PayloadTooLarge
-from deployments.schemas import TranscribeOptions, Transcription
+from deployments.errors import PayloadTooLarge, ServiceError, UnknownModel
+from deployments.schemas import Segment, TranscribeOptions, Transcription
 from deployments.transcriber import Transcriber
-from serve_app.errors import install_error_handlers
+from serve_app.errors import guarded, install_error_handlers, unwrap
+from serve_app.formats import sse, to_srt, to_verbose_json, to_vtt
 from serve_app.pipeline import TranscriptPipeline
 from serve_app.protocol import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelCard,
+    ModelList,
     TranscriptionText,
     TranscriptRequest,
     TranscriptResponse,
-    VerboseSegment,
-    VerboseTranscription,
     YoutubeRequest,
 )
 from serve_app.settings import AppSettings
@@ -34,6 +40,47 @@ api = FastAPI(title="transcribe-serve", version="0.1.0")
 install_error_handlers(api)
 
 UPLOAD_CHUNK = 1024 * 1024
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Granularity = Literal["segment", "word"]
+
+
+class AudioForm(BaseModel):
+    """OpenAI's multipart audio request, plus ``url`` and ``source`` (this service's extension)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    file: UploadFile | None
+    url: str | None
+    source: Literal["auto", "captions", "asr"]
+    model: str
+    language: str | None
+    prompt: str | None
+    response_format: ResponseFormat
+    temperature: float
+    timestamp_granularities: list[Granularity]
+    stream: bool
+
+    def options(self, task: str) -> TranscribeOptions:
+        return TranscribeOptions(model=self.model, language=self.language, task=task, initial_prompt=self.prompt,
+                                 temperature=self.temperature, word_timestamps="word" in self.timestamp_granularities)
+
+
+def audio_form(
+    file: Annotated[UploadFile | None, File()] = None,
+    url: Annotated[str | None, Form(min_length=1, max_length=4096)] = None,
+    source: Annotated[Literal["auto", "captions", "asr"], Form()] = "auto",
+    model: Annotated[str, Form()] = "whisper-1",
+    language: Annotated[str | None, Form(min_length=2, max_length=8)] = None,
+    prompt: Annotated[str | None, Form(max_length=2000)] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    timestamp_granularities: Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")] = None,
+    stream: Annotated[bool, Form()] = False,
+) -> AudioForm:
+    """The form fields FastAPI validated, gathered (shared by transcriptions and translations)."""
+    return AudioForm(file=file, url=url, source=source, model=model, language=language, prompt=prompt,
+                     response_format=response_format, temperature=temperature,
+                     timestamp_granularities=timestamp_granularities or [], stream=stream)
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -47,17 +94,39 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def render(result: Transcription, response_format: str, task: str) -> Response:
-    """A transcription in one of OpenAI's response formats."""
-    if response_format == "text":
+def render(result: Transcription, form: AudioForm, task: str) -> Response:
+    """A transcription in the response format the request asked for."""
+    if form.response_format == "text":
         return PlainTextResponse(result.text)
-    if response_format == "verbose_json":
-        body = VerboseTranscription(
-            task=task, language=result.language, duration=result.duration, text=result.text,
-            segments=[VerboseSegment(**s.model_dump(exclude={"words"})) for s in result.segments],
-        )
-        return JSONResponse(body.model_dump())
+    if form.response_format == "srt":
+        return PlainTextResponse(to_srt(result))
+    if form.response_format == "vtt":
+        return PlainTextResponse(to_vtt(result), media_type="text/vtt")
+    if form.response_format == "verbose_json":
+        granularities = form.timestamp_granularities
+        return JSONResponse(to_verbose_json(result, task, segments="segment" in granularities or not granularities,
+                                            words="word" in granularities))
     return JSONResponse(TranscriptionText(text=result.text).model_dump())
+
+
+async def text_events(first: Segment, rest: AsyncIterator[Segment]) -> AsyncIterator[str]:
+    """OpenAI's transcription stream: a ``transcript.text.delta`` per segment, then ``transcript.text.done``.
+
+    A failure after the first event can no longer change the status code, so it ends the stream with an
+    ``error`` event in OpenAI's error shape, which the official client raises.
+    """
+    texts = [first.text]
+    yield sse({"type": "transcript.text.delta", "delta": first.text})
+    try:
+        async for segment in rest:
+            texts.append(segment.text)
+            yield sse({"type": "transcript.text.delta", "delta": " " + segment.text})
+    except Exception as exc:  # the stream is already open: report the failure, do not crash
+        error = unwrap(exc)
+        message = error.message if isinstance(error, ServiceError) else "internal error; see the server logs"
+        yield sse({"error": {"message": message, "type": "server_error", "param": None, "code": "stream_failed"}})
+        return
+    yield sse({"type": "transcript.text.done", "text": " ".join(texts).strip()})
 
 
 @serve.deployment(name="Ingress")
@@ -69,34 +138,62 @@ class Ingress:
                  settings: AppSettings) -> None:
         self.settings = settings
         self.pipeline = TranscriptPipeline(downloader, transcriber, embedder, settings)
+        self.started = int(time.time())
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
         """Each deployment's state as the Serve controller sees it."""
         app_name = serve.get_replica_context().app_name
-        status = await asyncio.to_thread(serve.status)
-        app = status.applications[app_name]
-        return {
-            "status": app.status.value if hasattr(app.status, "value") else str(app.status),
-            "deployments": {name: d.status.value if hasattr(d.status, "value") else str(d.status)
-                            for name, d in app.deployments.items()},
-        }
+        app = (await asyncio.to_thread(serve.status)).applications[app_name]
+        return {"status": str(app.status.value), "deployments": {n: str(d.status.value)
+                                                                 for n, d in app.deployments.items()}}
+
+    async def _audio(self, form: AudioForm, task: Literal["transcribe", "translate"]) -> Response:
+        """Transcription and translation share everything but the task."""
+        self.pipeline.check_model(form.model)
+        data = None if form.file is None else await read_limited(form.file, self.settings.ingress.max_upload_bytes)
+        filename = form.file.filename if form.file is not None else None
+        source = "asr" if task == "translate" else form.source
+        resolved = await self.pipeline.resolve(data, filename, form.url, source, form.language)
+        options = form.options(task)
+        if not form.stream:
+            return render(await self.pipeline.transcription(resolved, options), form, task)
+        segments = self.pipeline.segments(resolved, options).__aiter__()
+        try:
+            first = await guarded(segments.__anext__())
+        except StopAsyncIteration:
+            first = Segment(start=0.0, end=0.0, text="")
+        return StreamingResponse(text_events(first, segments), media_type="text/event-stream")
 
     @api.post("/v1/audio/transcriptions")
-    async def transcriptions(
-        self,
-        file: Annotated[UploadFile, File()],
-        model: Annotated[str, Form()] = "whisper-1",
-        language: Annotated[str | None, Form(min_length=2, max_length=8)] = None,
-        prompt: Annotated[str | None, Form(max_length=2000)] = None,
-        response_format: Annotated[Literal["json", "text", "verbose_json"], Form()] = "json",
-        temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
-    ) -> Response:
-        """OpenAI's transcription endpoint (multipart upload)."""
-        data = await read_limited(file, self.settings.ingress.max_upload_bytes)
-        options = TranscribeOptions(model=model, language=language, initial_prompt=prompt, temperature=temperature)
-        result = await self.pipeline.transcribe_upload(data, file.filename, options)
-        return render(result, response_format, "transcribe")
+    async def transcriptions(self, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
+        """OpenAI's transcription endpoint: a file (or a ``url``) to text in the asked format."""
+        return await self._audio(form, "transcribe")
+
+    @api.post("/v1/audio/translations")
+    async def translations(self, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
+        """OpenAI's translation endpoint: speech in any language to English text."""
+        return await self._audio(form, "translate")
+
+    def _model_ids(self) -> list[str]:
+        transcriber = self.settings.transcriber
+        return [*transcriber.models, *transcriber.aliases, self.settings.embedder.model]
+
+    @api.get("/v1/models")
+    async def models(self) -> ModelList:
+        """The Whisper models and aliases the configuration allows, and the embedding model."""
+        return ModelList(data=[ModelCard(id=m, created=self.started) for m in self._model_ids()])
+
+    @api.get("/v1/models/{model_id:path}")
+    async def model(self, model_id: str) -> ModelCard:
+        if model_id not in self._model_ids():
+            raise UnknownModel(f"model {model_id!r} is not served here", param="model")
+        return ModelCard(id=model_id, created=self.started)
+
+    @api.post("/v1/embeddings")
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """OpenAI's embeddings endpoint on the embedder deployment."""
+        return await self.pipeline.embeddings(request)
 
     @api.post("/v1/transcripts")
     async def transcripts(self, request: TranscriptRequest) -> TranscriptResponse:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from deployments.errors import ServiceError
+from deployments.errors import Overloaded, ServiceError
 
 logger = logging.getLogger("transcribe_serve")
+T = TypeVar("T")
 
 
 def error_response(status: int, message: str, type_: str, code: str, param: str | None = None,
@@ -30,7 +33,8 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     error = unwrap(exc)
     if not isinstance(error, ServiceError):
         return await _unexpected(_, exc)
-    return error_response(error.status, error.message, error.type, error.code, error.param)
+    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
+    return error_response(error.status, error.message, error.type, error.code, error.param, headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -42,9 +46,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, message, "invalid_request_error", "invalid_parameter", param)
 
 
-async def _overloaded(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, f"the service is overloaded; retry shortly ({type(unwrap(exc)).__name__})",
-                          "server_error", "overloaded", headers={"Retry-After": "1"})
+async def _replica_lost(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, f"a replica was lost mid-request; retry shortly ({type(unwrap(exc)).__name__})",
+                          "server_error", "overloaded", headers={"Retry-After": str(Overloaded.retry_after_s)})
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -55,10 +59,23 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register every mapping on ``app``."""
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RayTaskError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for overloaded in (BackPressureError, DeploymentUnavailableError, ActorDiedError, ActorUnavailableError):
-        app.add_exception_handler(overloaded, _overloaded)
+    for lost in (ActorDiedError, ActorUnavailableError):
+        app.add_exception_handler(lost, _replica_lost)
+
+
+async def guarded(response: Awaitable[T]) -> T:
+    """Await a DeploymentHandle call, turning Serve's backpressure into ``Overloaded`` (503, Retry-After).
+
+    Serve registers its own handler for BackPressureError on the ingress app, which answers plain text
+    without Retry-After; raising our own type keeps the answer in OpenAI's shape.
+    """
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    try:
+        return await response
+    except (BackPressureError, DeploymentUnavailableError) as error:
+        raise Overloaded(f"the service is at capacity; retry shortly ({error})") from error

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
-from deployments.errors import UnknownModel
+import numpy as np
+
+from deployments.errors import InvalidRequest, PayloadTooLarge, UnknownModel
 from deployments.schemas import Resolved, Segment, TranscribeOptions, Transcription
-from serve_app.protocol import TimedText, TranscriptRequest, TranscriptResponse
+from serve_app.errors import guarded
+from serve_app.protocol import (
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    TimedText,
+    TranscriptRequest,
+    TranscriptResponse,
+)
 from serve_app.settings import AppSettings
 
 
 def _timed(items: list[Any]) -> list[TimedText]:
     return [TimedText(start=i.start, end=i.end, text=i.text) for i in items]
+
+
+def from_captions(resolved: Resolved) -> Transcription:
+    """A caption track in the shape of an ASR result (the ``model`` says where it came from)."""
+    segments = resolved.captions or []
+    return Transcription(model="captions", language=resolved.language or "und", duration=resolved.duration,
+                         text=" ".join(s.text for s in segments), segments=segments)
+
+
+async def _replay(segments: list[Segment]) -> AsyncIterator[Segment]:
+    for segment in segments:
+        yield segment
 
 
 class TranscriptPipeline:
@@ -31,28 +56,36 @@ class TranscriptPipeline:
             raise UnknownModel(f"model {requested!r} is not served here; choose one of {allowed}", param="model")
         return name
 
-    async def transcribe_upload(self, data: bytes, filename: str | None, options: TranscribeOptions) -> Transcription:
-        """ASR of uploaded bytes (decoded by the downloader, samples passed by reference)."""
-        self.check_model(options.model)
-        resolved: Resolved = await self.downloader.from_upload.remote(data, filename)
-        return await self.transcriber.transcribe.remote(resolved.audio, options)
+    async def resolve(self, data: bytes | None, filename: str | None, url: str | None, source: str,
+                      language: str | None) -> Resolved:
+        """Captions or decoded audio from uploaded bytes or a URL (exactly one of them)."""
+        if (data is None) == (url is None):
+            raise InvalidRequest("send exactly one of 'file' and 'url'", param="file")
+        if data is not None:
+            return await guarded(self.downloader.from_upload.remote(data, filename))
+        return await guarded(self.downloader.resolve.remote(url, source, language))
+
+    async def transcription(self, resolved: Resolved, options: TranscribeOptions) -> Transcription:
+        """The whole transcription: the captions as they are, or ASR of the audio."""
+        if resolved.kind == "captions":
+            return from_captions(resolved)
+        return await guarded(self.transcriber.transcribe.remote(resolved.audio, options))
+
+    def segments(self, resolved: Resolved, options: TranscribeOptions) -> AsyncIterator[Segment]:
+        """Segments as the transcriber decodes them (or the captions, at once)."""
+        if resolved.kind == "captions":
+            return _replay(resolved.captions or [])
+        return self.transcriber.options(stream=True).stream.remote(resolved.audio, options)
 
     async def transcript(self, request: TranscriptRequest) -> TranscriptResponse:
         """A source's transcript, from captions or ASR, with embedded passages when asked."""
         model = self.check_model(request.model)
-        resolved: Resolved = await self.downloader.resolve.remote(request.url, request.source, request.language)
-        segments: list[Segment]
-        if resolved.kind == "captions":
-            segments, language, used_model = resolved.captions or [], resolved.language, None
-            text = " ".join(s.text for s in segments)
-        else:
-            options = TranscribeOptions(model=model, language=request.language)
-            result: Transcription = await self.transcriber.transcribe.remote(resolved.audio, options)
-            segments, language, used_model, text = result.segments, result.language, result.model, result.text
+        resolved = await self.resolve(None, None, request.url, request.source, request.language)
+        result = await self.transcription(resolved, TranscribeOptions(model=model, language=request.language))
         embed = self.settings.ingress.default_embed if request.embed is None else request.embed
         chunks, dim = [], None
-        if embed and segments:
-            passages = await self.embedder.embed_transcript.remote(segments)
+        if embed and result.segments:
+            passages = await guarded(self.embedder.embed_transcript.remote(result.segments))
             chunks = _timed(passages)
             dim = len(passages[0].vector) if passages else None
         return TranscriptResponse(
@@ -61,10 +94,42 @@ class TranscriptPipeline:
             title=resolved.title,
             duration_s=round(resolved.duration, 3),
             source="captions" if resolved.kind == "captions" else "asr",
-            language=language,
-            model=used_model,
-            text=text,
-            segments=_timed(segments),
+            language=result.language,
+            model=None if resolved.kind == "captions" else result.model,
+            text=result.text,
+            segments=_timed(result.segments),
             chunks=chunks,
             embedding_dim=dim,
         )
+
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """OpenAI's embeddings: vectors from the embedder deployment, usage from its tokenizer."""
+        settings = self.settings
+        if request.model != settings.embedder.model:
+            raise UnknownModel(f"embedding model {request.model!r} is not served here; use "
+                               f"{settings.embedder.model!r}", param="model")
+        texts = [request.input] if isinstance(request.input, str) else request.input
+        if not texts or any(not t for t in texts):
+            raise InvalidRequest("input must be a non-empty string or a list of non-empty strings", param="input")
+        if len(texts) > settings.ingress.max_embedding_inputs:
+            raise PayloadTooLarge(f"at most {settings.ingress.max_embedding_inputs} inputs per request",
+                                  param="input")
+        if max(len(t) for t in texts) > settings.ingress.max_embedding_chars:
+            raise PayloadTooLarge(f"an input is longer than {settings.ingress.max_embedding_chars} characters",
+                                  param="input")
+        dimension = await guarded(self.embedder.dimension.remote())
+        if request.dimensions is not None and request.dimensions != dimension:
+            raise InvalidRequest(f"{request.model} makes {dimension}-dimensional vectors and cannot shorten them "
+                                 f"to {request.dimensions}", param="dimensions")
+        vectors = await guarded(self.embedder.embed.remote(texts))
+        tokens = await guarded(self.embedder.count_tokens.remote(texts))
+        data = [EmbeddingData(index=i, embedding=_encode(v, request.encoding_format)) for i, v in enumerate(vectors)]
+        return EmbeddingResponse(data=data, model=request.model,
+                                 usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+
+
+def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
+    """A vector as floats, or as OpenAI's base64 of little-endian float32."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+    return vector

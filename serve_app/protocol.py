@@ -53,22 +53,43 @@ class TranscriptionText(BaseModel):
     text: str
 
 
-class VerboseSegment(BaseModel):
-    id: int
-    start: float
-    end: float
-    text: str
-    avg_logprob: float | None = None
-    compression_ratio: float | None = None
-    no_speech_prob: float | None = None
-    temperature: float | None = None
+class EmbeddingRequest(Request):
+    """OpenAI's embeddings request; token-array inputs are not supported."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str] = Field(..., description="A string or a list of strings to embed.")
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
 
 
-class VerboseTranscription(BaseModel):
-    """OpenAI's ``verbose_json`` response format."""
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
 
-    task: Literal["transcribe", "translate"]
-    language: str
-    duration: float
-    text: str
-    segments: list[VerboseSegment]
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "transcribe-serve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

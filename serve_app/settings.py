@@ -25,6 +25,8 @@ class IngressSettings(Section):
 
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
     default_embed: bool = True
+    max_embedding_inputs: int = Field(2048, ge=1, description="Strings one /v1/embeddings request may carry.")
+    max_embedding_chars: int = Field(32768, ge=1, description="Characters one embedding input may have.")
 
 
 class DownloaderSettings(Section):

@@ -103,6 +103,10 @@ def fake_youtube(speech: dict[str, Path]) -> Iterator[FakeYouTube]:
         yield fake
 
 
+TEST_UPLOAD_LIMIT = 2 * 1024 * 1024
+"""The test copy of the config lowers the upload limit so that a 413 costs a small request."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -128,7 +132,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube)
     config = local_config()
     port = free_port()
     config["http_options"]["port"] = port
-    config["applications"][0]["args"]["downloader"]["youtube_base_url"] = fake_youtube.base_url
+    args = config["applications"][0]["args"]
+    args["downloader"]["youtube_base_url"] = fake_youtube.base_url
+    args["ingress"]["max_upload_bytes"] = TEST_UPLOAD_LIMIT
     config_path = folder / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log = folder / "serve.log"

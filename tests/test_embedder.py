@@ -58,3 +58,10 @@ def test_vectors_are_unit_length_and_meaningful(engine: EmbeddingEngine) -> None
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert similar > unrelated + 0.3
+
+
+def test_tokens_are_counted_with_the_model_tokenizer(engine: EmbeddingEngine) -> None:
+    assert engine.count_tokens([]) == 0
+    one = engine.count_tokens(["rain"])
+    assert one == 3  # [CLS] rain [SEP]
+    assert engine.count_tokens(["rain", "heavy rain falls"]) == one + 5

@@ -59,10 +59,22 @@ def test_unknown_model_and_impossible_options_are_refused(engine: WhisperEngine,
     audio = decode(speech["cooking"])
     with pytest.raises(UnknownModel):
         engine.transcribe(audio, TranscribeOptions(model="large-v3"))
-    with pytest.raises(InvalidRequest, match="English-only"):
-        engine.transcribe(audio, TranscribeOptions(task="translate"))
     with pytest.raises(InvalidRequest, match="language 'de'"):
         engine.transcribe(audio, TranscribeOptions(language="de"))
+
+
+def test_english_only_model_translates_english_speech_to_its_transcript(engine: WhisperEngine,
+                                                                         speech: dict[str, Path]) -> None:
+    audio = decode(speech["cooking"])
+    translated = engine.transcribe(audio, TranscribeOptions(task="translate"))
+    assert translated.text == engine.transcribe(audio, TranscribeOptions()).text
+
+
+def test_streamed_segments_equal_the_whole_transcription(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    audio = decode(speech["lecture"])
+    _, info, segments = engine.stream(audio, TranscribeOptions())
+    assert info.duration == pytest.approx(len(audio) / 16000)
+    assert [s.text for s in segments] == [s.text for s in engine.transcribe(audio, TranscribeOptions()).segments]
 
 
 def test_silence_gives_an_empty_transcript(engine: WhisperEngine) -> None:
