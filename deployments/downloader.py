@@ -17,7 +17,7 @@ from ray import serve
 
 from deployments.audio import decode
 from deployments.errors import InvalidRequest, ServiceError, SourceFailed
-from deployments.media_download import BOT_CHECK_HINT, download_audio, ytdlp_options
+from deployments.media_download import BOT_CHECK_HINT, Limits, download_audio, ytdlp_options
 from deployments.schemas import Resolved
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
 from serve_app.settings import DownloaderSettings
@@ -37,6 +37,7 @@ class SourceResolver:
         self.settings = settings
         self._ytdlp = ytdlp_options(settings.socket_timeout_s, settings.retries, settings.fragment_retries,
                                     settings.cookies_file)
+        self._limits = Limits(settings.max_download_bytes, settings.max_audio_seconds, settings.download_timeout_s)
 
     def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None) -> Resolved:
         """Captions or audio for a URL or bare YouTube id."""
@@ -48,7 +49,7 @@ class SourceResolver:
             raise InvalidRequest("url must be an http(s) URL or a YouTube video id", param="url")
         if source == "captions":
             raise InvalidRequest("source 'captions' needs a YouTube video", param="source")
-        media = download_audio(url.strip(), self._ytdlp, self.settings.sample_rate)
+        media = download_audio(url.strip(), self._ytdlp, self.settings.sample_rate, self._limits)
         return Resolved(key=content_key("url", url.strip().encode()), url=url.strip(), title=media.title,
                         duration=media.duration, kind="audio", audio=media.samples)
 
@@ -77,7 +78,7 @@ class SourceResolver:
         """ASR input for a video; when captions were refused for a bot check, a failure here says so."""
         watch_url = f"{self.settings.youtube_base_url.rstrip('/')}/watch?v={vid}"
         try:
-            media = download_audio(watch_url, self._ytdlp, self.settings.sample_rate)
+            media = download_audio(watch_url, self._ytdlp, self.settings.sample_rate, self._limits)
         except ServiceError as error:
             if blocked is not None and blocked.code == "bot_check":
                 raise SourceFailed(f"{BOT_CHECK_HINT} (audio download: {error.message})", param="url",
@@ -90,7 +91,7 @@ class SourceResolver:
         """Decoded audio of uploaded bytes."""
         if not data:
             raise InvalidRequest("the uploaded file is empty", param="file")
-        samples = decode(data, self.settings.sample_rate)
+        samples = decode(data, self.settings.sample_rate, max_seconds=self.settings.max_audio_seconds)
         return Resolved(key=content_key("upload", data), title=filename,
                         duration=len(samples) / self.settings.sample_rate, kind="audio", audio=samples)
 

@@ -13,6 +13,8 @@ class ServiceError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str = "internal_error"
+    retry_after_s: int | None = None
+    """When set, the answer carries ``Retry-After`` with this many seconds."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -85,3 +87,19 @@ class Overloaded(ServiceError):
     type = "server_error"
     code = "overloaded"
     retry_after_s = 1
+
+
+class Unauthorized(ServiceError):
+    """No API key, or one that is not configured."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class RateLimited(ServiceError):
+    """The caller's key passed its request rate."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from deployments.audio import decode
-from deployments.errors import ServiceError, SourceFailed, SourceUnreachable
+from deployments.errors import PayloadTooLarge, ServiceError, SourceFailed, SourceUnreachable
 
 BOT_CHECK_HINT = (
     "YouTube asked to sign in to confirm this is not a bot; export a cookies file from a signed-in "
@@ -35,6 +37,15 @@ _KNOWN_FAILURES: list[tuple[str, type[ServiceError], str, str]] = [
     ("urlopen error", SourceUnreachable, "source_unreachable", "the source could not be reached"),
     ("connection", SourceUnreachable, "source_unreachable", "the connection to the source failed"),
 ]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one download may cost: bytes on the wire, seconds of audio, and wall time."""
+
+    max_bytes: int
+    max_seconds: float
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -80,22 +91,54 @@ def ytdlp_options(socket_timeout_s: float, retries: int, fragment_retries: int,
     return options
 
 
-def download_audio(url: str, options: dict[str, Any], sample_rate: int) -> Media:
-    """Download ``url``'s best audio with yt-dlp, decode it, and remove every file it wrote."""
+def _check_metadata(info: dict[str, Any] | None, limits: Limits) -> dict[str, Any]:
+    """Refuse before downloading: playlists, and declared durations or sizes past the limits."""
+    if info is None or info.get("_type") in ("playlist", "multi_video"):
+        raise SourceFailed("the URL is a playlist; submit its videos one by one (or use the jobs API)",
+                           param="url", code="playlist_not_allowed")
+    duration = info.get("duration")
+    if duration and duration > limits.max_seconds:
+        raise PayloadTooLarge(f"the audio is {duration:.0f} s long; the limit is {limits.max_seconds:.0f} s",
+                              param="url", code="audio_too_long")
+    size = info.get("filesize") or info.get("filesize_approx")
+    if size and size > limits.max_bytes:
+        raise PayloadTooLarge(f"the media is {size} bytes; the limit is {limits.max_bytes} bytes", param="url",
+                              code="download_too_large")
+    return info
+
+
+def _progress_guard(limits: Limits) -> Callable[[dict[str, Any]], None]:
+    """A yt-dlp progress hook that stops a download past the byte or time limit (it raises through yt-dlp)."""
+    started = time.monotonic()
+
+    def hook(progress: dict[str, Any]) -> None:
+        if progress.get("downloaded_bytes", 0) > limits.max_bytes:
+            raise PayloadTooLarge(f"the download passed the limit of {limits.max_bytes} bytes", param="url",
+                                  code="download_too_large")
+        if time.monotonic() - started > limits.timeout_s:
+            raise SourceFailed(f"the download took longer than {limits.timeout_s:.0f} s", param="url",
+                               code="download_timeout")
+
+    return hook
+
+
+def download_audio(url: str, options: dict[str, Any], sample_rate: int, limits: Limits) -> Media:
+    """Download ``url``'s best audio with yt-dlp within ``limits``, decode it, and remove what it wrote.
+
+    Metadata comes first, so playlists and declared oversize media are refused before any download.
+    """
     import yt_dlp
 
     with tempfile.TemporaryDirectory(prefix="transcribe-serve-") as scratch:
-        opts = {**options, "outtmpl": str(Path(scratch) / "media.%(ext)s")}
+        opts = {**options, "outtmpl": str(Path(scratch) / "media.%(ext)s"), "progress_hooks": [_progress_guard(limits)]}
         try:
             with yt_dlp.YoutubeDL(opts) as ydl:
-                info = ydl.extract_info(url, download=True)
+                info = _check_metadata(ydl.extract_info(url, download=False), limits)
+                ydl.process_ie_result(info, download=True)
         except yt_dlp.utils.DownloadError as error:
             raise classify(str(error)) from error
-        if info is None or info.get("_type") == "playlist":
-            raise SourceFailed("the URL is a playlist; submit its videos one by one", param="url",
-                               code="playlist_not_allowed")
         files = [p for p in Path(scratch).iterdir() if p.is_file() and not p.name.endswith(".part")]
         if not files:
             raise SourceFailed("the download produced no media file", param="url", code="no_audio_stream")
-        samples = decode(files[0], sample_rate, param="url")
+        samples = decode(files[0], sample_rate, param="url", max_seconds=limits.max_seconds)
     return Media(samples=samples, title=info.get("title"), duration=len(samples) / sample_rate)

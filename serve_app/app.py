@@ -21,6 +21,8 @@ from deployments.embedder import Embedder
 from deployments.errors import PayloadTooLarge, ServiceError, UnknownModel
 from deployments.schemas import Segment, TranscribeOptions, Transcription
 from deployments.transcriber import Transcriber
+from serve_app.access import AccessControl, access_middleware
+from serve_app.access import install as install_access
 from serve_app.errors import guarded, install_error_handlers, unwrap
 from serve_app.formats import sse, to_srt, to_verbose_json, to_vtt
 from serve_app.pipeline import TranscriptPipeline
@@ -38,6 +40,7 @@ from serve_app.settings import AppSettings
 
 api = FastAPI(title="transcribe-serve", version="0.1.0")
 install_error_handlers(api)
+api.middleware("http")(access_middleware)
 
 UPLOAD_CHUNK = 1024 * 1024
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
@@ -139,6 +142,7 @@ class Ingress:
         self.settings = settings
         self.pipeline = TranscriptPipeline(downloader, transcriber, embedder, settings)
         self.started = int(time.time())
+        install_access(AccessControl(settings.ingress))
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

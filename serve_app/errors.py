@@ -29,12 +29,17 @@ def unwrap(error: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else error
 
 
+def service_error_response(error: ServiceError) -> JSONResponse:
+    """The answer for a typed failure, with ``Retry-After`` when the error says when to retry."""
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
+    return error_response(error.status, error.message, error.type, error.code, error.param, headers)
+
+
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     error = unwrap(exc)
     if not isinstance(error, ServiceError):
         return await _unexpected(_, exc)
-    headers = {"Retry-After": str(error.retry_after_s)} if isinstance(error, Overloaded) else None
-    return error_response(error.status, error.message, error.type, error.code, error.param, headers)
+    return service_error_response(error)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -27,6 +27,10 @@ class IngressSettings(Section):
     default_embed: bool = True
     max_embedding_inputs: int = Field(2048, ge=1, description="Strings one /v1/embeddings request may carry.")
     max_embedding_chars: int = Field(32768, ge=1, description="Characters one embedding input may have.")
+    api_key_hashes: list[str] = Field(default_factory=list, description="Allowed keys as 'sha256:<hex>'.")
+    api_keys_env: str | None = Field(None, description="An environment variable holding comma-separated keys.")
+    api_keys_file: str | None = Field(None, description="A secret file with one key (or sha256: hash) a line.")
+    rate_limit_per_minute: int | None = Field(None, ge=1, description="Requests a minute per key (per replica).")
 
 
 class DownloaderSettings(Section):
@@ -43,6 +47,9 @@ class DownloaderSettings(Section):
     fragment_retries: int = Field(3, ge=0)
     cookies_file: str | None = None
     sample_rate: int = Field(16000, gt=0)
+    max_download_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="Largest media file fetched.")
+    max_audio_seconds: float = Field(4 * 3600, gt=0, description="Longest audio accepted, downloaded or uploaded.")
+    download_timeout_s: float = Field(900, gt=0, description="Longest a single download may take.")
 
 
 class TranscriberSettings(Section):

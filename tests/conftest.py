@@ -58,6 +58,21 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: speak(text, folder / f"{name}.wav") for name, text in SCRIPTS.items()}
 
 
+def write_tone(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """A 440 Hz tone as 16-bit mono WAV: a large, valid audio file that costs nothing to make."""
+    import wave
+
+    import numpy as np
+
+    samples = (np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate) * 8000).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    return path
+
+
 @pytest.fixture(scope="session")
 def media_server(speech: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A static HTTP server on 127.0.0.1 serving the speech files and a few broken ones."""
@@ -65,6 +80,11 @@ def media_server(speech: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     for name, path in speech.items():
         shutil.copy(path, folder / f"{name}.wav")
     (folder / "not-audio.wav").write_text("this is plain text, not audio\n")
+    write_tone(folder / "tone-60s.wav", seconds=60)
+    (folder / "two-clips.html").write_text(
+        '<html><head><title>Two clips</title></head><body>'
+        '<audio src="/history.wav"></audio><audio src="/cooking.wav"></audio></body></html>'
+    )
     handler = functools.partial(_QuietHandler, directory=str(folder))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

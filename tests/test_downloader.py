@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deployments.downloader import SourceResolver
-from deployments.errors import InvalidRequest, SourceFailed, UnsupportedAudio
+from deployments.errors import InvalidRequest, PayloadTooLarge, SourceFailed, UnsupportedAudio
 from serve_app.settings import DownloaderSettings
 from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, UNCAPTIONED_ID
 from tests.fake_youtube import FakeYouTube
@@ -97,3 +97,38 @@ def test_uploads_decode_or_fail_clearly(resolver: SourceResolver, speech: dict[s
         resolver.from_upload(b"")
     with pytest.raises(UnsupportedAudio):
         resolver.from_upload(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+
+
+def limited(fake_youtube: FakeYouTube, **limits: float) -> SourceResolver:
+    return SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, **limits))
+
+
+def test_download_past_the_byte_limit_stops_early(fake_youtube: FakeYouTube, media_server: str) -> None:
+    before = scratch_dirs()
+    with pytest.raises(PayloadTooLarge) as error:
+        limited(fake_youtube, max_download_bytes=500_000).resolve(f"{media_server}/tone-60s.wav")
+    assert error.value.status == 413 and error.value.code == "download_too_large"
+    assert scratch_dirs() == before
+
+
+def test_audio_past_the_duration_limit_is_refused(fake_youtube: FakeYouTube, media_server: str,
+                                                 speech: dict[str, Path]) -> None:
+    resolver = limited(fake_youtube, max_audio_seconds=30)
+    with pytest.raises(PayloadTooLarge, match="60 s long; the limit is 30 s") as by_url:
+        resolver.resolve(f"{media_server}/tone-60s.wav")
+    assert by_url.value.code == "audio_too_long"
+    with pytest.raises(PayloadTooLarge, match="the limit is 5 s"):
+        limited(fake_youtube, max_audio_seconds=5).from_upload(speech["lecture"].read_bytes())
+    assert resolver.from_upload(speech["lecture"].read_bytes()).duration < 30
+
+
+def test_download_past_the_time_limit_is_refused(fake_youtube: FakeYouTube, media_server: str) -> None:
+    with pytest.raises(SourceFailed) as error:
+        limited(fake_youtube, download_timeout_s=1e-6).resolve(f"{media_server}/tone-60s.wav")
+    assert error.value.code == "download_timeout"
+
+
+def test_playlists_are_refused_before_anything_downloads(resolver: SourceResolver, media_server: str) -> None:
+    with pytest.raises(SourceFailed) as error:
+        resolver.resolve(f"{media_server}/two-clips.html")
+    assert error.value.code == "playlist_not_allowed"
