@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 from urllib.parse import urlparse
 
@@ -18,6 +21,7 @@ from ray import serve
 from deployments.audio import decode
 from deployments.errors import InvalidRequest, ServiceError, SourceFailed
 from deployments.media_download import BOT_CHECK_HINT, Limits, download_audio, ytdlp_options
+from deployments.network_guard import MARKER, guard, is_refusal
 from deployments.schemas import Resolved
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
 from serve_app.settings import DownloaderSettings
@@ -40,18 +44,38 @@ class SourceResolver:
         self._limits = Limits(settings.max_download_bytes, settings.max_audio_seconds, settings.download_timeout_s)
 
     def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None) -> Resolved:
-        """Captions or audio for a URL or bare YouTube id."""
-        vid = video_id(url)
-        if vid is not None:
-            return self._youtube(vid, source, language)
-        parsed = urlparse(url.strip())
+        """Captions or audio for a URL or bare YouTube id; every connection passes the network guard."""
+        with self._guarded():
+            vid = video_id(url)
+            if vid is not None:
+                return self._youtube(vid, source, language)
+            return self._media_url(url.strip(), source)
+
+    def _media_url(self, url: str, source: SourceMode) -> Resolved:
+        parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise InvalidRequest("url must be an http(s) URL or a YouTube video id", param="url")
         if source == "captions":
             raise InvalidRequest("source 'captions' needs a YouTube video", param="source")
-        media = download_audio(url.strip(), self._ytdlp, self.settings.sample_rate, self._limits)
-        return Resolved(key=content_key("url", url.strip().encode()), url=url.strip(), title=media.title,
+        media = download_audio(url, self._ytdlp, self.settings.sample_rate, self._limits)
+        return Resolved(key=content_key("url", url.encode()), url=url, title=media.title,
                         duration=media.duration, kind="audio", audio=media.samples)
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Refuse connections to forbidden addresses (after redirects too) with a 400 that says why."""
+        settings = self.settings
+        try:
+            with guard(settings.allow_private_networks, settings.allowed_hosts):
+                yield
+        except ServiceError as error:
+            if error.__cause__ is not None and is_refusal(error.__cause__):
+                raise _refused(error.__cause__) from error
+            raise
+        except OSError as error:
+            if is_refusal(error):
+                raise _refused(error) from error
+            raise
 
     def _youtube(self, vid: str, source: SourceMode, language: str | None) -> Resolved:
         canonical = f"https://www.youtube.com/watch?v={vid}"
@@ -94,6 +118,14 @@ class SourceResolver:
         samples = decode(data, self.settings.sample_rate, max_seconds=self.settings.max_audio_seconds)
         return Resolved(key=content_key("upload", data), title=filename,
                         duration=len(samples) / self.settings.sample_rate, kind="audio", audio=samples)
+
+
+def _refused(error: BaseException) -> InvalidRequest:
+    """A 400 naming the refused host and address (from the guard's message, which libraries wrap)."""
+    found = re.search(rf"{MARKER}: host '[^']*' resolves to \S+ \([^)]*\)", str(error))
+    detail = found[0] if found else MARKER
+    return InvalidRequest(f"the source is on a network this service may not reach ({detail}); internal media "
+                          "servers go in downloader.allowed_hosts", param="url", code="forbidden_address")
 
 
 def _into_object_store(resolved: Resolved) -> Resolved:

@@ -50,6 +50,12 @@ class DownloaderSettings(Section):
     max_download_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="Largest media file fetched.")
     max_audio_seconds: float = Field(4 * 3600, gt=0, description="Longest audio accepted, downloaded or uploaded.")
     download_timeout_s: float = Field(900, gt=0, description="Longest a single download may take.")
+    allow_private_networks: bool = Field(
+        False, description="Let sources resolve to loopback, private or link-local addresses (never cloud metadata)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts fetched whatever they resolve to, e.g. an internal media server."
+    )
 
 
 class TranscriberSettings(Section):

@@ -135,9 +135,11 @@ def free_port() -> int:
 
 @dataclass
 class Service:
-    """The running Serve app: its base URL and its log file."""
+    """The running Serve app: its base URL, its Ray cluster's addresses, and its log file."""
 
     url: str
+    ray_address: str
+    dashboard_url: str
     log: Path
 
 
@@ -145,29 +147,60 @@ def local_config() -> dict:
     return yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``; fail with the log if ``proc`` dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[:2]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"nothing listened on port {port} after {timeout_s}s:\n{log.read_text()[-4000:]}")
+
+
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
-    """``serve run`` on a copy of configs/local.yaml with a free port and the fake YouTube."""
+    """A Ray head (``ray start --block``) and ``serve run`` of a copy of configs/local.yaml on free ports.
+
+    The copy differs from the file only in its HTTP port, the fake YouTube's address, private networks
+    allowed (the test servers are on loopback) and a lower upload limit. Tests can connect to the cluster
+    as a Ray driver (``ray_address``), e.g. to kill a replica.
+    """
     folder = tmp_path_factory.mktemp("serve")
     config = local_config()
-    port = free_port()
+    port, gcs_port, dashboard_port = free_port(), free_port(), free_port()
     config["http_options"]["port"] = port
     args = config["applications"][0]["args"]
     args["downloader"]["youtube_base_url"] = fake_youtube.base_url
+    args["downloader"]["allow_private_networks"] = True  # the media and the fake YouTube are on 127.0.0.1
     args["ingress"]["max_upload_bytes"] = TEST_UPLOAD_LIMIT
     config_path = folder / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    log = folder / "serve.log"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(SERVE_BIN), "run", str(config_path)], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    ray_log, log = folder / "ray.log", folder / "serve.log"
+    head = _spawn([str(SERVE_BIN.parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
+                   f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", "--num-cpus=2"], ray_log, env)
     try:
-        wait_until_running(url, proc, log, timeout_s=420)
-        yield Service(url=url, log=log)
+        wait_for_port(gcs_port, head, ray_log, timeout_s=120)
+        ray_address = f"127.0.0.1:{gcs_port}"
+        proc = _spawn([str(SERVE_BIN), "run", f"--address={ray_address}", str(config_path)], log, env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_running(url, proc, log, timeout_s=420)
+            yield Service(url=url, ray_address=ray_address, dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+                          log=log)
+        finally:
+            stop(proc)
     finally:
-        stop(proc)
+        stop(head)
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def wait_until_running(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
@@ -186,7 +219,7 @@ def wait_until_running(url: str, proc: subprocess.Popen, log: Path, timeout_s: f
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """TERM ``serve run`` (it ignores SIGINT in the background) and its process group."""
+    """TERM a process group (a backgrounded ``serve run`` ignores SIGINT), KILL it if it lingers."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

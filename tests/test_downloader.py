@@ -16,7 +16,7 @@ from tests.fake_youtube import FakeYouTube
 
 @pytest.fixture()
 def resolver(fake_youtube: FakeYouTube) -> SourceResolver:
-    return SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url))
+    return SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, allow_private_networks=True))
 
 
 def scratch_dirs() -> set[str]:
@@ -52,7 +52,8 @@ def test_captions_only_requests_fail_without_captions(resolver: SourceResolver) 
 
 
 def test_disabled_asr_fallback_is_reported(fake_youtube: FakeYouTube) -> None:
-    resolver = SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, allow_asr_fallback=False))
+    resolver = SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, allow_asr_fallback=False,
+                                                 allow_private_networks=True))
     with pytest.raises(SourceFailed, match="allow_asr_fallback"):
         resolver.resolve(UNCAPTIONED_ID)
 
@@ -100,7 +101,8 @@ def test_uploads_decode_or_fail_clearly(resolver: SourceResolver, speech: dict[s
 
 
 def limited(fake_youtube: FakeYouTube, **limits: float) -> SourceResolver:
-    return SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, **limits))
+    return SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, allow_private_networks=True,
+                                             **limits))
 
 
 def test_download_past_the_byte_limit_stops_early(fake_youtube: FakeYouTube, media_server: str) -> None:
@@ -132,3 +134,60 @@ def test_playlists_are_refused_before_anything_downloads(resolver: SourceResolve
     with pytest.raises(SourceFailed) as error:
         resolver.resolve(f"{media_server}/two-clips.html")
     assert error.value.code == "playlist_not_allowed"
+
+
+class Canary:
+    """A loopback server that counts every connection it accepts; it must see none when the guard is on."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[str] = []
+        canary = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                canary.hits.append(self.path)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture()
+def canary() -> Canary:
+    server = Canary()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.1", "2130706433", "0x7f000001", "0177.0.0.1",
+                                  "[::ffff:127.0.0.1]", "[::1]"])
+def test_default_settings_refuse_loopback_in_every_spelling(canary: Canary, host: str) -> None:
+    resolver = SourceResolver(DownloaderSettings())
+    with pytest.raises(InvalidRequest) as error:
+        resolver.resolve(f"http://{host}:{canary.port}/lecture.wav")
+    assert error.value.code == "forbidden_address" and "resolves to" in error.value.message
+    assert canary.hits == []
+
+
+def test_youtube_mirror_on_a_private_address_is_refused_too(fake_youtube: FakeYouTube) -> None:
+    before = len(fake_youtube.requests)
+    with pytest.raises(InvalidRequest) as error:
+        SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url)).resolve(UNCAPTIONED_ID)
+    assert error.value.code == "forbidden_address"
+    assert len(fake_youtube.requests) == before
+
+
+def test_allowed_hosts_open_one_internal_server(media_server: str) -> None:
+    resolver = SourceResolver(DownloaderSettings(allowed_hosts=["127.0.0.1"]))
+    assert resolver.resolve(f"{media_server}/cooking.wav").kind == "audio"
+    with pytest.raises(InvalidRequest):
+        resolver.resolve(media_server.replace("127.0.0.1", "localhost") + "/cooking.wav")
