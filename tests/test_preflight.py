@@ -1,0 +1,72 @@
+"""The preflight: what a config asks for against what a cluster has, on values and on a live cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from serve_app.preflight import Need, check, needs, placement_problems
+from tests.conftest import ROOT, Service, local_config
+
+GIB = 2**30
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def prod_app() -> dict:
+    return yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]
+
+
+def test_needs_count_min_replicas_and_serve_defaults() -> None:
+    by_name = {n.deployment: n for n in needs(prod_app())}
+    assert by_name["Transcriber"].replicas == 4
+    assert by_name["Transcriber"].per_replica == {"CPU": 2.0, "GPU": 0.25, "memory": 8 * GIB}
+    assert needs({"deployments": [{"name": "X"}]}) == [Need("X", 1, {"CPU": 1.0, "GPU": 0.0, "memory": 0.0})]
+
+
+def test_a_cluster_without_gpus_is_told_what_is_missing() -> None:
+    problems = placement_problems(needs(prod_app()), [{"CPU": 64, "memory": 256 * GIB}])
+    assert any(p.startswith("GPU: the config needs 1.1 ") and "Transcriber 4 × 0.25" in p for p in problems)
+    assert any(p.startswith("Transcriber: no node has room") for p in problems)
+
+
+def test_four_whisper_replicas_pack_onto_one_gpu_node() -> None:
+    wanted = [Need("Transcriber", 4, {"CPU": 2, "GPU": 0.25, "memory": 8 * GIB})]
+    assert placement_problems(wanted, [{"CPU": 16, "GPU": 1, "memory": 45 * GIB}]) == []
+    too_small = placement_problems(wanted, [{"CPU": 16, "GPU": 1, "memory": 20 * GIB}])
+    assert too_small == ["memory: the config needs 32.0 GiB (Transcriber 4 × 8.0 GiB); the cluster has 20.0 GiB",
+                         "Transcriber: no node has room for a replica (CPU 2, GPU 0.25, memory 8.0 GiB)"]
+
+
+def test_totals_can_fit_while_no_single_node_can_hold_a_replica() -> None:
+    wanted = [Need("Transcriber", 1, {"CPU": 1, "GPU": 1, "memory": 0})]
+    problems = placement_problems(wanted, [{"CPU": 4, "GPU": 0.5}, {"CPU": 4, "GPU": 0.5}])
+    assert problems == ["Transcriber: no node has room for a replica (CPU 1, GPU 1)"]
+
+
+def test_bad_args_and_missing_files_are_reported(tmp_path) -> None:
+    config = {"applications": [local_config()["applications"][0]]}
+    config["applications"][0]["args"]["transcriber"]["models"]["mine"] = str(tmp_path / "absent-model")
+    config["applications"][0]["args"]["downloader"]["cookies_file"] = str(tmp_path / "cookies.txt")
+    problems = check(config, nodes=None)
+    assert f"transcriber.models.mine: {tmp_path / 'absent-model'} does not exist on this node" in problems
+    assert any(p.startswith("downloader.cookies_file") for p in problems)
+    config["applications"][0]["args"]["embedder"]["chunk_word"] = 3
+    assert any(p.startswith("args.embedder.chunk_word") for p in check(config, nodes=None))
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serve_app.cli", "check", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env={"RAY_AUTH_MODE": "disabled", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.serve
+def test_check_against_the_running_cluster(service: Service) -> None:
+    prod = run_check("configs/prod.yaml", "--address", service.ray_address)
+    assert prod.returncode == 1, prod.stdout + prod.stderr
+    assert "GPU: the config needs" in prod.stdout and "the cluster has 0" in prod.stdout
+    local = run_check("configs/local.yaml", "--address", service.ray_address)
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert "ok: nothing is missing" in local.stdout and "(1 nodes)" in local.stdout
