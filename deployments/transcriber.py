@@ -7,9 +7,8 @@ demand into a bounded per-replica cache. Per-request buffers are released on suc
 from __future__ import annotations
 
 import gc
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ import ray
 from ray import serve
 
 from deployments.errors import InvalidRequest, UnknownModel
+from deployments.metrics import ReplicaMetrics, rss_bytes
 from deployments.model_cache import ModelCache
 from deployments.schemas import Segment, TranscribeOptions, Transcription, Word
 from serve_app.settings import EMBEDDED, TranscriberSettings
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from faster_whisper.transcribe import TranscriptionInfo
 
+SAMPLE_RATE = 16000
+"""Whisper's input rate; the downloader decodes every source to it."""
 ModelKey = tuple[str, str, str]
 """(model name, device, compute_type): what makes two loaded models different."""
 
@@ -58,10 +60,15 @@ def release_buffers(device: str) -> None:
 class WhisperEngine:
     """faster-whisper behind a model cache; callable from tests without Ray."""
 
-    def __init__(self, settings: TranscriberSettings) -> None:
+    def __init__(self, settings: TranscriberSettings, on_load: Callable[[str], None] | None = None) -> None:
         self.settings = settings
+        self._on_load = on_load
         self.cache: ModelCache[ModelKey, WhisperModel] = ModelCache(self._load, settings.max_models)
         self.cache.get(self._key(settings.default_model))
+        if settings.vad_filter:
+            from faster_whisper.vad import get_vad_model
+
+            get_vad_model()  # loaded once per process at start-up, not by the first request
 
     def _key(self, name: str) -> ModelKey:
         return (name, self.settings.device, self.settings.compute_type)
@@ -70,7 +77,7 @@ class WhisperEngine:
         from faster_whisper import WhisperModel
 
         name, device, compute_type = key
-        return WhisperModel(
+        model = WhisperModel(
             whisper_model_location(name, self.settings.models[name]),
             device=device,
             compute_type=compute_type,
@@ -78,6 +85,9 @@ class WhisperEngine:
             num_workers=self.settings.num_workers,
             download_root=self.settings.download_root,
         )
+        if self._on_load is not None:
+            self._on_load(name)
+        return model
 
     def model_for(self, requested: str | None) -> tuple[str, WhisperModel]:
         """The configured name and loaded model for a requested name or alias."""
@@ -179,30 +189,29 @@ class Transcriber:
     """
 
     def __init__(self, settings: TranscriberSettings) -> None:
-        self.engine = WhisperEngine(settings)
-        self._in_flight = 0
-        self._lock = threading.Lock()
+        self.metrics = ReplicaMetrics("Transcriber")
+        self.engine = WhisperEngine(settings, on_load=self.metrics.model_loaded)
+        self.metrics.models_resident(self.engine.stats()["models_resident"])
+        self.metrics.start_sampler()
 
-    @contextmanager
-    def _working(self) -> Iterator[None]:
-        with self._lock:
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+    def _tracked(self, kind: str, samples: np.ndarray, options: TranscribeOptions) -> AbstractContextManager:
+        model = self.engine.settings.resolve(options.model) or str(options.model)
+        return self.metrics.track(kind, model, audio_seconds=len(samples) / SAMPLE_RATE)
 
     def transcribe(self, audio: Any, options: TranscribeOptions) -> Transcription:
-        with self._working():
-            return self.engine.transcribe(materialize(audio), options)
+        samples = materialize(audio)
+        with self._tracked("transcribe", samples, options):
+            result = self.engine.transcribe(samples, options)
+        self.metrics.models_resident(self.engine.stats()["models_resident"])
+        return result
 
     def stream(self, audio: Any, options: TranscribeOptions) -> Iterator[Segment]:
         """Segments as they are decoded (call through a handle with ``stream=True``)."""
-        with self._working():
-            _, _, segments = self.engine.stream(materialize(audio), options)
+        samples = materialize(audio)
+        with self._tracked("stream", samples, options):
+            _, _, segments = self.engine.stream(samples, options)
             yield from segments
 
     def stats(self) -> dict[str, Any]:
-        """The engine's model figures and the requests this replica is working on now."""
-        return {**self.engine.stats(), "in_flight": self._in_flight}
+        """The engine's model figures, the requests in flight now, and this process's memory."""
+        return {**self.engine.stats(), "in_flight": self.metrics.figures.queue_depth, "rss_bytes": rss_bytes()}

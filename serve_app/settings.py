@@ -74,7 +74,7 @@ class TranscriberSettings(Section):
     max_models: int = Field(2, ge=1, description="Models one replica keeps loaded at most (LRU).")
     download_root: str | None = None
     beam_size: int = Field(5, ge=1, le=10)
-    vad_filter: bool = False
+    vad_filter: bool = Field(True, description="Skip silence (Silero VAD); without it silence can come out as words.")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> TranscriberSettings:
