@@ -21,6 +21,7 @@ from ray import serve
 from deployments.audio import decode
 from deployments.errors import InvalidRequest, ServiceError, SourceFailed
 from deployments.media_download import BOT_CHECK_HINT, Limits, download_audio, ytdlp_options
+from deployments.metrics import ReplicaMetrics
 from deployments.network_guard import MARKER, guard, is_refusal
 from deployments.schemas import Resolved
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
@@ -141,9 +142,17 @@ class Downloader:
 
     def __init__(self, settings: DownloaderSettings) -> None:
         self.resolver = SourceResolver(settings)
+        self.metrics = ReplicaMetrics("Downloader")
+        self.metrics.start_sampler()
 
     async def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None) -> Resolved:
-        return _into_object_store(await asyncio.to_thread(self.resolver.resolve, url, source, language))
+        with self.metrics.track("resolve", "-") as tracked:
+            resolved = await asyncio.to_thread(self.resolver.resolve, url, source, language)
+            tracked.audio_seconds = resolved.duration if resolved.kind == "audio" else 0.0
+        return _into_object_store(resolved)
 
     async def from_upload(self, data: bytes, filename: str | None = None) -> Resolved:
-        return _into_object_store(await asyncio.to_thread(self.resolver.from_upload, data, filename))
+        with self.metrics.track("upload", "-") as tracked:
+            resolved = await asyncio.to_thread(self.resolver.from_upload, data, filename)
+            tracked.audio_seconds = resolved.duration
+        return _into_object_store(resolved)

@@ -8,6 +8,7 @@ import os
 import numpy as np
 from ray import serve
 
+from deployments.metrics import ReplicaMetrics
 from deployments.schemas import Passage, Segment
 from serve_app.settings import EMBEDDED, EmbedderSettings
 
@@ -82,7 +83,11 @@ class Embedder:
     """Serve wrapper; texts from concurrent requests share one encoder batch via ``serve.batch``."""
 
     def __init__(self, settings: EmbedderSettings) -> None:
+        self.metrics = ReplicaMetrics("Embedder")
         self.engine = EmbeddingEngine(settings)
+        self.metrics.model_loaded(settings.model)
+        self.metrics.models_resident([settings.model])
+        self.metrics.start_sampler()
         self._embed_batch.set_max_batch_size(settings.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
@@ -92,7 +97,8 @@ class Embedder:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors for ``texts``; each text is one element of a cross-request batch."""
-        vectors = await asyncio.gather(*(self._embed_batch(t) for t in texts))
+        with self.metrics.track("embed", self.engine.settings.model):
+            vectors = await asyncio.gather(*(self._embed_batch(t) for t in texts))
         return [v.tolist() for v in vectors]
 
     async def embed_transcript(self, segments: list[Segment]) -> list[Passage]:

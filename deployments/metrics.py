@@ -1,0 +1,422 @@
+"""Per-replica metrics: memory (RSS, GPU), model loads and residency, requests, errors, audio and queue depth.
+
+Metrics go through ``ray.util.metrics``; Ray exports them to Prometheus from each node's metrics agent with a
+``ray_`` prefix (``transcribe_serve_replica_rss_bytes`` is scraped as ``ray_transcribe_serve_replica_rss_bytes``).
+Plain-Python mirrors of the figures stay on the instance so that tests and ``stats()`` need no Prometheus.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Protocol
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "transcribe_serve_"
+EXPORT_PREFIX = "ray_"
+"""What Ray's metrics agent puts in front of every application metric name when it exports to Prometheus."""
+
+RSS = f"{PREFIX}replica_rss_bytes"
+GPU_MEMORY = f"{PREFIX}replica_gpu_memory_bytes"
+MODEL_LOADS = f"{PREFIX}model_loads_total"
+MODELS_RESIDENT = f"{PREFIX}models_resident"
+REQUESTS = f"{PREFIX}requests_total"
+ERRORS = f"{PREFIX}errors_total"
+AUDIO_SECONDS = f"{PREFIX}audio_seconds_total"
+PROCESSING_SECONDS = f"{PREFIX}processing_seconds_total"
+REAL_TIME_FACTOR = f"{PREFIX}real_time_factor"
+QUEUE_DEPTH = f"{PREFIX}queue_depth"
+
+GAUGES = (RSS, GPU_MEMORY, MODELS_RESIDENT, QUEUE_DEPTH)
+COUNTERS = (MODEL_LOADS, REQUESTS, ERRORS, AUDIO_SECONDS, PROCESSING_SECONDS)
+HISTOGRAMS = (REAL_TIME_FACTOR,)
+
+RTF_BOUNDARIES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0]
+"""Processing seconds per audio second: below 1 is faster than real time; GPU whisper sits near 0.01-0.1."""
+
+REPLICA_TAGS = ("deployment", "replica")
+MODEL_TAGS = (*REPLICA_TAGS, "model")
+TYPE_TAGS = (*REPLICA_TAGS, "type")
+LOCAL_REPLICA = "local"
+
+
+def exported_names() -> set[str]:
+    """Every series name these metrics have in Prometheus, histogram series included; for dashboard checks."""
+    names = {EXPORT_PREFIX + name for name in (*GAUGES, *COUNTERS)}
+    for name in HISTOGRAMS:
+        names |= {f"{EXPORT_PREFIX}{name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    return names
+
+
+@dataclass(frozen=True)
+class _Instruments:
+    """The Ray metric objects; one set per process, since Ray registers a metric name once per worker."""
+
+    rss: Gauge
+    gpu_memory: Gauge
+    model_loads: Counter
+    models_resident: Gauge
+    requests: Counter
+    errors: Counter
+    audio_seconds: Counter
+    processing_seconds: Counter
+    real_time_factor: Histogram
+    queue_depth: Gauge
+
+
+_INSTRUMENTS: _Instruments | None = None
+_INSTRUMENTS_LOCK = threading.Lock()
+
+
+def _create_instruments() -> _Instruments:
+    """Define every metric with its tag keys; called once per process."""
+    return _Instruments(
+        rss=Gauge(RSS, "Resident set size of the replica process, in bytes.", REPLICA_TAGS),
+        gpu_memory=Gauge(GPU_MEMORY, "GPU memory used by the replica process (NVML), in bytes.", REPLICA_TAGS),
+        model_loads=Counter(MODEL_LOADS, "Model loads; more than one per model and replica is the bug.", MODEL_TAGS),
+        models_resident=Gauge(MODELS_RESIDENT, "1 while the model is loaded in the replica, else 0.", MODEL_TAGS),
+        requests=Counter(REQUESTS, "Requests handled, by type.", TYPE_TAGS),
+        errors=Counter(ERRORS, "Requests that failed, by exception class name.", TYPE_TAGS),
+        audio_seconds=Counter(AUDIO_SECONDS, "Seconds of audio processed.", MODEL_TAGS),
+        processing_seconds=Counter(PROCESSING_SECONDS, "Wall-clock seconds spent processing audio.", MODEL_TAGS),
+        real_time_factor=Histogram(
+            REAL_TIME_FACTOR, "Processing seconds per audio second, per request.", RTF_BOUNDARIES, MODEL_TAGS
+        ),
+        queue_depth=Gauge(QUEUE_DEPTH, "Requests in flight in the replica.", REPLICA_TAGS),
+    )
+
+
+def instruments() -> _Instruments:
+    """The process's metric objects, created on first use so that importing this module costs nothing."""
+    global _INSTRUMENTS
+    with _INSTRUMENTS_LOCK:
+        if _INSTRUMENTS is None:
+            _INSTRUMENTS = _create_instruments()
+        return _INSTRUMENTS
+
+
+def replica_id() -> str:
+    """This replica's tag (as Serve's own metrics label it), or ``local`` outside a Serve replica."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return serve.get_replica_context().replica_tag
+    except RayServeException:
+        return LOCAL_REPLICA
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process."""
+    import psutil  # Ray vendors psutil and puts it on sys.path once ``ray`` is imported (done above).
+
+    return int(psutil.Process().memory_info().rss)
+
+
+class NvmlProcess(Protocol):
+    """The two fields of NVML's process record (``nvmlDeviceGetComputeRunningProcesses``) that matter here."""
+
+    pid: int
+    usedGpuMemory: int | None
+
+
+def gpu_memory_of(pid: int, processes_by_device: Iterable[Iterable[NvmlProcess]]) -> int | None:
+    """GPU memory ``pid`` uses summed over devices; None when it is on none or NVML gives no figure for it."""
+    figures = [
+        int(record.usedGpuMemory)
+        for processes in processes_by_device
+        for record in processes
+        if int(record.pid) == pid and record.usedGpuMemory is not None
+    ]
+    return sum(figures) if figures else None
+
+
+def _import_nvml() -> ModuleType | None:
+    """nvidia-ml-py's ``pynvml`` if installed, else the copy Ray vendors for its dashboard; None if neither."""
+    try:
+        import pynvml
+
+        return pynvml
+    except ImportError:
+        pass
+    try:
+        import ray._private.thirdparty.pynvml as pynvml
+
+        return pynvml
+    except ImportError:
+        return None
+
+
+class _Nvml:
+    """NVML opened once per process; ``available`` is False on CPU nodes or when the library or driver is missing."""
+
+    def __init__(self) -> None:
+        self.module = _import_nvml()
+        self.available = self.module is not None and self._init()
+
+    def _init(self) -> bool:
+        """nvmlInit, reporting failure (no driver, no GPU) as unavailable instead of raising."""
+        try:
+            self.module.nvmlInit()
+            return True
+        except Exception as error:  # NVMLError subclasses, or OSError from a broken libnvidia-ml
+            logger.debug("NVML unavailable: %s", error)
+            return False
+
+    def handles(self) -> Iterator[Any]:
+        """Device handles to query: each whole GPU, or its MIG slices when MIG mode is on."""
+        nvml = self.module
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            yield from self._mig_handles(handle) or [handle]
+
+    def _mig_handles(self, handle: Any) -> list[Any]:
+        """The MIG device handles of a GPU in MIG mode; empty when MIG is off or unsupported."""
+        nvml = self.module
+        try:
+            current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+            if current != nvml.NVML_DEVICE_MIG_ENABLE:
+                return []
+            slices = []
+            for index in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+                try:
+                    slices.append(nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index))
+                except nvml.NVMLError:
+                    continue
+            return slices
+        except (nvml.NVMLError, AttributeError):
+            return []
+
+    def processes_by_device(self) -> list[list[NvmlProcess]]:
+        """Compute processes per device; a device that cannot report them contributes an empty list."""
+        result: list[list[NvmlProcess]] = []
+        for handle in self.handles():
+            try:
+                result.append(list(self.module.nvmlDeviceGetComputeRunningProcesses(handle)))
+            except self.module.NVMLError as error:
+                logger.debug("NVML process list unavailable: %s", error)
+                result.append([])
+        return result
+
+
+_NVML: _Nvml | None = None
+_NVML_LOCK = threading.Lock()
+
+
+def nvml() -> _Nvml:
+    """The process's NVML session, opened on first use."""
+    global _NVML
+    with _NVML_LOCK:
+        if _NVML is None:
+            _NVML = _Nvml()
+        return _NVML
+
+
+def read_gpu_memory(pid: int) -> tuple[bool, int | None]:
+    """(whether NVML answered, bytes ``pid`` uses or None); never raises, so a sampler cannot die on it."""
+    session = nvml()
+    if not session.available:
+        return False, None
+    try:
+        return True, gpu_memory_of(pid, session.processes_by_device())
+    except Exception as error:  # a driver hiccup must not take the replica's metrics down
+        logger.debug("NVML query failed: %s", error)
+        return False, None
+
+
+@dataclass
+class Tracked:
+    """One tracked call: set ``audio_seconds`` inside the block when the duration is only known after decoding."""
+
+    kind: str
+    model: str
+    audio_seconds: float = 0.0
+    processing_seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class _Figures:
+    """Plain-Python mirrors of what was exported, for tests and ``stats()``."""
+
+    rss_bytes: int | None = None
+    gpu_memory_bytes: int | None = None
+    model_loads: Tally[str] = field(default_factory=Tally)
+    models_resident: list[str] = field(default_factory=list)
+    requests: Tally[str] = field(default_factory=Tally)
+    errors: Tally[str] = field(default_factory=Tally)
+    audio_seconds: float = 0.0
+    processing_seconds: float = 0.0
+    queue_depth: int = 0
+
+
+class ReplicaMetrics:
+    """The metrics of one replica, tagged with its deployment and replica id; cheap to call per request."""
+
+    def __init__(self, deployment: str) -> None:
+        self.deployment = deployment
+        self.replica = replica_id()
+        self.tags = {"deployment": deployment, "replica": self.replica}
+        self.metrics = instruments()
+        self.figures = _Figures()
+        self._lock = threading.Lock()
+        self._sample_lock = threading.Lock()
+        self._known_models: set[str] = set()
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _with(self, **tags: str) -> dict[str, str]:
+        """The replica's tags plus ``tags``."""
+        return {**self.tags, **tags}
+
+    def sample_memory(self) -> None:
+        """Set the RSS gauge, and the GPU gauge when NVML reports this process on a GPU."""
+        with self._sample_lock:
+            rss = rss_bytes()
+            self.metrics.rss.set(rss, tags=self.tags)
+            answered, gpu = read_gpu_memory(os.getpid())
+            if answered and gpu is None and self.figures.gpu_memory_bytes is not None:
+                gpu = 0  # it was on a GPU and no longer is: say so rather than repeat a stale figure
+            if gpu is not None:
+                self.metrics.gpu_memory.set(gpu, tags=self.tags)
+            with self._lock:
+                self.figures.rss_bytes = rss
+                self.figures.gpu_memory_bytes = gpu if gpu is not None else self.figures.gpu_memory_bytes
+
+    def model_loaded(self, model: str) -> None:
+        """Count one model load; a steady rate of these means a load per request."""
+        self.metrics.model_loads.inc(1, tags=self._with(model=model))
+        with self._lock:
+            self.figures.model_loads[model] += 1
+
+    def models_resident(self, models: list[str]) -> None:
+        """Mark ``models`` resident (1) and every model seen before but now gone (0); sum by replica to count."""
+        with self._lock:
+            self._known_models |= set(models)
+            gone = sorted(self._known_models - set(models))
+            self.figures.models_resident = list(models)
+        for model in models:
+            self.metrics.models_resident.set(1, tags=self._with(model=model))
+        for model in gone:
+            self.metrics.models_resident.set(0, tags=self._with(model=model))
+
+    def request(self, kind: str) -> None:
+        """Count one request of type ``kind``."""
+        self.metrics.requests.inc(1, tags=self._with(type=kind))
+        with self._lock:
+            self.figures.requests[kind] += 1
+
+    def error(self, error_type: str) -> None:
+        """Count one failed request, typed by its exception class name."""
+        self.metrics.errors.inc(1, tags=self._with(type=error_type))
+        with self._lock:
+            self.figures.errors[error_type] += 1
+
+    def audio(self, seconds_in: float, processing_seconds: float, model: str) -> None:
+        """Add audio and processing seconds and observe their ratio (the real-time factor) when both are known."""
+        tags = self._with(model=model)
+        if seconds_in > 0:
+            self.metrics.audio_seconds.inc(float(seconds_in), tags=tags)
+        if processing_seconds > 0:
+            self.metrics.processing_seconds.inc(float(processing_seconds), tags=tags)
+        if seconds_in > 0 and processing_seconds > 0:
+            self.metrics.real_time_factor.observe(processing_seconds / seconds_in, tags=tags)
+        with self._lock:
+            self.figures.audio_seconds += max(seconds_in, 0.0)
+            self.figures.processing_seconds += max(processing_seconds, 0.0)
+
+    def queue_depth(self, n: int) -> None:
+        """Set the number of requests in flight in this replica (``track`` keeps it for you)."""
+        with self._lock:
+            self._set_depth_locked(n)
+
+    def _set_depth_locked(self, n: int) -> None:
+        """Publish ``n`` as the queue depth; the caller holds the lock so concurrent updates cannot reorder."""
+        self.figures.queue_depth = n
+        self.metrics.queue_depth.set(n, tags=self.tags)
+
+    def _enter(self) -> None:
+        """One more request in flight."""
+        with self._lock:
+            self._set_depth_locked(self.figures.queue_depth + 1)
+
+    def _leave(self) -> None:
+        """One request fewer in flight."""
+        with self._lock:
+            self._set_depth_locked(max(self.figures.queue_depth - 1, 0))
+
+    @contextmanager
+    def track(self, kind: str, model: str, audio_seconds: float = 0.0) -> Iterator[Tracked]:
+        """Count a request, keep it in the queue depth, time it, and count its error by class name if it raises."""
+        tracked = Tracked(kind=kind, model=model, audio_seconds=audio_seconds)
+        self.request(kind)
+        self._enter()
+        start = time.perf_counter()
+        try:
+            yield tracked
+        except BaseException as error:
+            tracked.error = type(error).__name__
+            self.error(tracked.error)
+            raise
+        finally:
+            tracked.processing_seconds = time.perf_counter() - start
+            self._leave()
+        self.audio(tracked.audio_seconds, tracked.processing_seconds, model)
+
+    def start_sampler(self, interval_s: float = 10.0) -> None:
+        """Sample memory now and then every ``interval_s`` in a daemon thread, so idle replicas stay visible."""
+        with self._lock:
+            if self._sampler is not None and self._sampler.is_alive():
+                return
+            self._stop.clear()
+            self._sampler = threading.Thread(
+                target=self._sample_forever, args=(interval_s,), name=f"metrics-{self.deployment}", daemon=True
+            )
+            self._sampler.start()
+
+    def stop_sampler(self) -> None:
+        """Stop the sampler thread (tests; replicas just exit)."""
+        self._stop.set()
+        sampler = self._sampler
+        if sampler is not None:
+            sampler.join()
+
+    def _sample_forever(self, interval_s: float) -> None:
+        """The sampler loop: one failed sample is logged, never fatal."""
+        while True:
+            try:
+                self.sample_memory()
+            except Exception:
+                logger.exception("memory sample failed")
+            if self._stop.wait(interval_s):
+                return
+
+    def stats(self) -> dict[str, Any]:
+        """The plain figures as a JSON-ready dict, with the real-time factor when it can be derived."""
+        with self._lock:
+            figures = self.figures
+            audio, processing = figures.audio_seconds, figures.processing_seconds
+            return {
+                "deployment": self.deployment,
+                "replica": self.replica,
+                "rss_bytes": figures.rss_bytes,
+                "gpu_memory_bytes": figures.gpu_memory_bytes,
+                "model_loads": dict(figures.model_loads),
+                "models_resident": list(figures.models_resident),
+                "requests": dict(figures.requests),
+                "errors": dict(figures.errors),
+                "audio_seconds": audio,
+                "processing_seconds": processing,
+                "real_time_factor": processing / audio if audio > 0 else None,
+                "queue_depth": figures.queue_depth,
+            }
