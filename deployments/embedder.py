@@ -8,6 +8,7 @@ import os
 import numpy as np
 from ray import serve
 
+from deployments.gpu_budget import assigned_gpu_share
 from deployments.metrics import ReplicaMetrics
 from deployments.schemas import Passage, Segment
 from serve_app.settings import EMBEDDED, EmbedderSettings
@@ -58,6 +59,9 @@ class EmbeddingEngine:
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(settings.torch_threads)
+        if settings.device == "cuda" and (share := assigned_gpu_share()) > 0:
+            # Ray shares the card without isolation: torch's allocator stops at this replica's budget.
+            torch.cuda.set_per_process_memory_fraction(share * settings.vram_ceiling)
         self.settings = settings
         self.model = SentenceTransformer(embedding_model_location(settings.model_path), device=settings.device)
         self.dimension = int(self.model.get_embedding_dimension())

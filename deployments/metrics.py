@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+from deployments.periodic import every
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "transcribe_serve_"
@@ -272,8 +274,7 @@ class ReplicaMetrics:
         self._lock = threading.Lock()
         self._sample_lock = threading.Lock()
         self._known_models: set[str] = set()
-        self._sampler: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._sampler: threading.Event | None = None
 
     def _with(self, **tags: str) -> dict[str, str]:
         """The replica's tags plus ``tags``."""
@@ -376,30 +377,15 @@ class ReplicaMetrics:
     def start_sampler(self, interval_s: float = 10.0) -> None:
         """Sample memory now and then every ``interval_s`` in a daemon thread, so idle replicas stay visible."""
         with self._lock:
-            if self._sampler is not None and self._sampler.is_alive():
-                return
-            self._stop.clear()
-            self._sampler = threading.Thread(
-                target=self._sample_forever, args=(interval_s,), name=f"metrics-{self.deployment}", daemon=True
-            )
-            self._sampler.start()
+            if self._sampler is None:
+                self._sampler = every(interval_s, self.sample_memory, f"metrics-{self.deployment}")
 
     def stop_sampler(self) -> None:
         """Stop the sampler thread (tests; replicas just exit)."""
-        self._stop.set()
-        sampler = self._sampler
-        if sampler is not None:
-            sampler.join()
-
-    def _sample_forever(self, interval_s: float) -> None:
-        """The sampler loop: one failed sample is logged, never fatal."""
-        while True:
-            try:
-                self.sample_memory()
-            except Exception:
-                logger.exception("memory sample failed")
-            if self._stop.wait(interval_s):
-                return
+        with self._lock:
+            if self._sampler is not None:
+                self._sampler.set()
+                self._sampler = None
 
     def stats(self) -> dict[str, Any]:
         """The plain figures as a JSON-ready dict, with the real-time factor when it can be derived."""

@@ -6,8 +6,11 @@ visible as a number and cannot happen by accident.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -16,15 +19,31 @@ K = TypeVar("K", bound=Hashable)
 M = TypeVar("M")
 
 
-class ModelCache(Generic[K, M]):
-    """Keeps at most ``max_models`` models; the least recently used one is dropped first."""
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
-    def __init__(self, loader: Callable[[K], M], max_models: int) -> None:
+
+class ModelCache(Generic[K, M]):
+    """Keeps at most ``max_models`` models; the least recently used one is dropped first.
+
+    Models other than the ``pinned`` ones are also dropped after ``idle_ttl_s`` without use, so an
+    occasional request for another model does not hold its memory for the replica's lifetime.
+    """
+
+    def __init__(self, loader: Callable[[K], M], max_models: int, idle_ttl_s: float | None = None,
+                 pinned: frozenset[K] = frozenset(), clock: Callable[[], float] = time.monotonic) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self._loader = loader
         self._max_models = max_models
+        self._idle_ttl_s = idle_ttl_s
+        self._pinned = pinned
+        self._clock = clock
         self._models: OrderedDict[K, M] = OrderedDict()
+        self._last_used: dict[K, float] = {}
         self._lock = threading.Lock()
         self.loads = 0
         self.evictions = 0
@@ -32,6 +51,7 @@ class ModelCache(Generic[K, M]):
     def get(self, key: K) -> M:
         """Return the model for ``key``, loading it (and evicting the oldest) only when absent."""
         with self._lock:
+            self._last_used[key] = self._clock()
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
@@ -39,10 +59,27 @@ class ModelCache(Generic[K, M]):
             self.loads += 1
             self._models[key] = model
             while len(self._models) > self._max_models:
-                self._models.popitem(last=False)
-                self.evictions += 1
-            gc.collect()
+                self._drop(next(iter(self._models)))
+            release_memory()
             return model
+
+    def expire_idle(self) -> list[K]:
+        """Drop unpinned models idle for longer than the time-to-live; returns their keys."""
+        if self._idle_ttl_s is None:
+            return []
+        with self._lock:
+            now = self._clock()
+            idle = [k for k in self._models if k not in self._pinned and now - self._last_used[k] >= self._idle_ttl_s]
+            for key in idle:
+                self._drop(key)
+        if idle:
+            release_memory()
+        return idle
+
+    def _drop(self, key: K) -> None:
+        del self._models[key]
+        self._last_used.pop(key, None)
+        self.evictions += 1
 
     def resident(self) -> list[K]:
         """The resident models' keys, oldest first."""

@@ -6,7 +6,6 @@ demand into a bounded per-replica cache. Per-request buffers are released on suc
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -17,8 +16,10 @@ import ray
 from ray import serve
 
 from deployments.errors import InvalidRequest, UnknownModel
+from deployments.gpu_budget import assigned_gpu_share, check_vram_budget, this_process_on_gpu
 from deployments.metrics import ReplicaMetrics, rss_bytes
-from deployments.model_cache import ModelCache
+from deployments.model_cache import ModelCache, release_memory
+from deployments.periodic import every
 from deployments.schemas import Segment, TranscribeOptions, Transcription, Word
 from serve_app.settings import EMBEDDED, TranscriberSettings
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 SAMPLE_RATE = 16000
 """Whisper's input rate; the downloader decodes every source to it."""
+EXPIRY_INTERVAL_S = 30.0
+"""How often a replica looks for models idle past ``model_idle_ttl_s``."""
 ModelKey = tuple[str, str, str]
 """(model name, device, compute_type): what makes two loaded models different."""
 
@@ -48,8 +51,8 @@ def whisper_model_location(name: str, value: str) -> str:
 
 
 def release_buffers(device: str) -> None:
-    """Return per-request memory: Python garbage, and CUDA's cached blocks when torch uses CUDA."""
-    gc.collect()
+    """Return per-request memory: Python garbage, freed heap pages, and CUDA's cached blocks under CUDA."""
+    release_memory()
     if device != "cpu":
         import torch
 
@@ -63,8 +66,11 @@ class WhisperEngine:
     def __init__(self, settings: TranscriberSettings, on_load: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self._on_load = on_load
-        self.cache: ModelCache[ModelKey, WhisperModel] = ModelCache(self._load, settings.max_models)
-        self.cache.get(self._key(settings.default_model))
+        default = self._key(settings.default_model)
+        self.cache: ModelCache[ModelKey, WhisperModel] = ModelCache(
+            self._load, settings.max_models, idle_ttl_s=settings.model_idle_ttl_s, pinned=frozenset({default})
+        )
+        self.cache.get(default)
         if settings.vad_filter:
             from faster_whisper.vad import get_vad_model
 
@@ -191,8 +197,15 @@ class Transcriber:
     def __init__(self, settings: TranscriberSettings) -> None:
         self.metrics = ReplicaMetrics("Transcriber")
         self.engine = WhisperEngine(settings, on_load=self.metrics.model_loaded)
+        if settings.device != "cpu" and (measured := this_process_on_gpu()) is not None:
+            check_vram_budget(*measured, gpu_share=assigned_gpu_share(), ceiling=settings.vram_ceiling)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
         self.metrics.start_sampler()
+        every(EXPIRY_INTERVAL_S, self._expire_idle_models, "expire-idle-models")
+
+    def _expire_idle_models(self) -> None:
+        if self.engine.cache.expire_idle():
+            self.metrics.models_resident(self.engine.stats()["models_resident"])
 
     def _tracked(self, kind: str, samples: np.ndarray, options: TranscribeOptions) -> AbstractContextManager:
         model = self.engine.settings.resolve(options.model) or str(options.model)

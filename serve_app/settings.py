@@ -72,7 +72,11 @@ class TranscriberSettings(Section):
     cpu_threads: int = Field(2, ge=1)
     num_workers: int = Field(1, ge=1)
     max_models: int = Field(2, ge=1, description="Models one replica keeps loaded at most (LRU).")
+    model_idle_ttl_s: float | None = Field(
+        600, gt=0, description="Unload a model other than the default after this long unused; null keeps it."
+    )
     download_root: str | None = None
+    vram_ceiling: float = Field(0.8, gt=0, le=1, description="Share of a GPU the replicas on it may fill together.")
     beam_size: int = Field(5, ge=1, le=10)
     vad_filter: bool = Field(True, description="Skip silence (Silero VAD); without it silence can come out as words.")
 
@@ -98,6 +102,7 @@ class EmbedderSettings(Section):
     model: str = "all-MiniLM-L6-v2"
     model_path: str = EMBEDDED
     device: Literal["cpu", "cuda"] = "cpu"
+    vram_ceiling: float = Field(0.8, gt=0, le=1, description="Share of a GPU the replicas on it may fill together.")
     torch_threads: int = Field(1, ge=1)
     chunk_words: int = Field(120, ge=1)
     chunk_overlap_words: int = Field(30, ge=0)

@@ -83,3 +83,19 @@ def test_silence_gives_an_empty_transcript(engine: WhisperEngine) -> None:
     result = engine.transcribe(np.zeros(16000 * 3, dtype=np.float32), TranscribeOptions(vad_filter=True))
     assert result.text == ""
     assert result.duration == pytest.approx(3.0)
+
+
+def test_rss_falls_back_after_an_idle_model_is_unloaded(speech: dict[str, Path]) -> None:
+    from deployments.metrics import rss_bytes
+
+    engine = WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=2,
+                                               model_idle_ttl_s=1e-9))
+    audio = decode(speech["cooking"])
+    engine.transcribe(audio, TranscribeOptions())
+    baseline = rss_bytes()
+    engine.transcribe(audio, TranscribeOptions(model="tiny-copy"))
+    loaded = rss_bytes()
+    assert engine.cache.expire_idle() == [("tiny-copy", "cpu", "int8")]
+    unloaded = rss_bytes()
+    assert loaded - baseline > 20 * 2**20, (baseline, loaded)
+    assert unloaded - baseline < (loaded - baseline) / 2, (baseline, loaded, unloaded)
