@@ -20,8 +20,8 @@ from ray import serve
 
 from deployments.audio import decode
 from deployments.errors import InvalidRequest, ServiceError, SourceFailed
-from deployments.media_download import BOT_CHECK_HINT, Limits, download_audio, ytdlp_options
-from deployments.metrics import ReplicaMetrics
+from deployments.media_download import BOT_CHECK_HINT, Limits, download_audio, expand_playlist, ytdlp_options
+from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.network_guard import MARKER, guard, is_refusal
 from deployments.schemas import Resolved
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
@@ -33,6 +33,12 @@ SourceMode = Literal["auto", "captions", "asr"]
 def content_key(kind: str, data: bytes) -> str:
     """A stable identity for content: the same bytes or URL always give the same key."""
     return f"{kind}:{hashlib.sha256(data).hexdigest()[:20]}"
+
+
+def source_identity(url: str) -> str:
+    """A source's key before anything is fetched: its YouTube video id, or a hash of its URL."""
+    vid = video_id(url)
+    return f"youtube:{vid}" if vid is not None else content_key("url", url.strip().encode())
 
 
 class SourceResolver:
@@ -59,7 +65,7 @@ class SourceResolver:
         if source == "captions":
             raise InvalidRequest("source 'captions' needs a YouTube video", param="source")
         media = download_audio(url, self._ytdlp, self.settings.sample_rate, self._limits)
-        return Resolved(key=content_key("url", url.encode()), url=url, title=media.title,
+        return Resolved(key=source_identity(url), url=url, title=media.title,
                         duration=media.duration, kind="audio", audio=media.samples)
 
     @contextmanager
@@ -85,7 +91,7 @@ class SourceResolver:
             try:
                 track_language, segments = fetch_captions(vid, languages, self.settings.youtube_base_url,
                                                           self.settings.socket_timeout_s)
-                return Resolved(key=f"youtube:{vid}", url=canonical, duration=segments[-1].end, kind="captions",
+                return Resolved(key=source_identity(vid), url=canonical, duration=segments[-1].end, kind="captions",
                                 language=track_language, captions=segments)
             except NoCaptions as error:
                 if source == "captions":
@@ -109,8 +115,15 @@ class SourceResolver:
                 raise SourceFailed(f"{BOT_CHECK_HINT} (audio download: {error.message})", param="url",
                                    code="bot_check") from error
             raise
-        return Resolved(key=f"youtube:{vid}", url=canonical, title=media.title, duration=media.duration,
+        return Resolved(key=source_identity(vid), url=canonical, title=media.title, duration=media.duration,
                         kind="audio", audio=media.samples)
+
+    def expand(self, url: str) -> list[str]:
+        """The items of a playlist or channel URL (yt-dlp's flat extraction), or the URL itself."""
+        with self._guarded():
+            if video_id(url) is not None or not url.strip():
+                return [url]
+            return expand_playlist(url.strip(), self._ytdlp)
 
     def from_upload(self, data: bytes, filename: str | None = None) -> Resolved:
         """Decoded audio of uploaded bytes."""
@@ -150,6 +163,13 @@ class Downloader:
             resolved = await asyncio.to_thread(self.resolver.resolve, url, source, language)
             tracked.audio_seconds = resolved.duration if resolved.kind == "audio" else 0.0
         return _into_object_store(resolved)
+
+    async def expand(self, url: str) -> list[str]:
+        return await asyncio.to_thread(self.resolver.expand, url)
+
+    def stats(self) -> dict:
+        """This replica's memory now and its request figures."""
+        return {**self.metrics.stats(), **memory_now()}
 
     async def from_upload(self, data: bytes, filename: str | None = None) -> Resolved:
         with self.metrics.track("upload", "-") as tracked:

@@ -40,6 +40,14 @@ class InvalidRequest(ServiceError):
     code = "invalid_parameter"
 
 
+class NotFound(ServiceError):
+    """The job or transcript asked for does not exist."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class UnknownModel(ServiceError):
     """The request names a model the configuration does not allow."""
 

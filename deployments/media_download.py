@@ -142,3 +142,18 @@ def download_audio(url: str, options: dict[str, Any], sample_rate: int, limits: 
             raise SourceFailed("the download produced no media file", param="url", code="no_audio_stream")
         samples = decode(files[0], sample_rate, param="url", max_seconds=limits.max_seconds)
     return Media(samples=samples, title=info.get("title"), duration=len(samples) / sample_rate)
+
+
+def expand_playlist(url: str, options: dict[str, Any]) -> list[str]:
+    """Entry URLs of a playlist, channel or multi-media page without downloading them; [url] for one item."""
+    import yt_dlp
+
+    try:
+        with yt_dlp.YoutubeDL({**options, "extract_flat": "in_playlist", "noplaylist": False}) as ydl:
+            info = ydl.extract_info(url, download=False)
+    except yt_dlp.utils.DownloadError as error:
+        raise classify(str(error)) from error
+    if not info or info.get("_type") not in ("playlist", "multi_video"):
+        return [url]
+    urls = [e.get("url") or e.get("webpage_url") for e in info.get("entries") or [] if e]
+    return list(dict.fromkeys(u for u in urls if u))

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, Form, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
@@ -18,8 +18,10 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.downloader import Downloader
 from deployments.embedder import Embedder
-from deployments.errors import PayloadTooLarge, ServiceError, UnknownModel
+from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceError, UnknownModel
+from deployments.jobs import JobRunner
 from deployments.schemas import Segment, TranscribeOptions, Transcription
+from deployments.store import TranscriptStore
 from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl, access_middleware
 from serve_app.access import install as install_access
@@ -29,6 +31,7 @@ from serve_app.pipeline import TranscriptPipeline
 from serve_app.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
+    JobRequest,
     ModelCard,
     ModelList,
     TranscriptionText,
@@ -132,15 +135,27 @@ async def text_events(first: Segment, rest: AsyncIterator[Segment]) -> AsyncIter
     yield sse({"type": "transcript.text.done", "text": " ".join(texts).strip()})
 
 
+def passage_hit(store: TranscriptStore, hit: dict) -> dict:
+    """A search hit with its transcript's url and title, and for YouTube a link that starts at the passage."""
+    transcript = store.get_transcript(hit["key"]) or {}
+    url = transcript.get("url")
+    link = f"{url}&t={int(hit['start'])}s" if url and transcript.get("source_key", "").startswith("youtube:") else url
+    return {"transcript_id": hit["key"], "url": url, "title": transcript.get("title"), "start": hit["start"],
+            "end": hit["end"], "text": hit["text"], "score": hit["score"], "link": link}
+
+
+# Helpers the routes call are defined above this class: @serve.ingress pickles the app when it decorates.
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
     """Routes HTTP requests into the graph; holds no model itself."""
 
     def __init__(self, downloader: DeploymentHandle, transcriber: DeploymentHandle, embedder: DeploymentHandle,
-                 settings: AppSettings) -> None:
+                 jobs: DeploymentHandle, settings: AppSettings) -> None:
         self.settings = settings
         self.pipeline = TranscriptPipeline(downloader, transcriber, embedder, settings)
+        self.jobs = jobs
+        self._transcripts: TranscriptStore | None = None
         self.started = int(time.time())
         install_access(AccessControl(settings.ingress))
 
@@ -204,6 +219,59 @@ class Ingress:
         """A source URL's transcript: captions first, ASR otherwise, with embedded passages."""
         return await self.pipeline.transcript(request)
 
+    async def _store(self) -> TranscriptStore:
+        """The store, opened on first use (its schema needs the embedder's dimension)."""
+        if self._transcripts is None:
+            dimension = await guarded(self.pipeline.embedder.dimension.remote())
+            self._transcripts = await asyncio.to_thread(TranscriptStore, self.settings.store.uri, dimension)
+        return self._transcripts
+
+    @api.post("/v1/jobs", status_code=202)
+    async def create_job(self, request: JobRequest) -> JSONResponse:
+        """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
+        self.pipeline.check_model(request.model)
+        urls = [u.strip() for u in request.urls if u.strip()]
+        if request.playlist:
+            urls += await guarded(self.pipeline.downloader.expand.remote(request.playlist))
+        if not urls:
+            raise InvalidRequest("give 'urls' or a 'playlist'", param="urls")
+        if len(urls) > self.settings.jobs.max_urls:
+            raise PayloadTooLarge(f"at most {self.settings.jobs.max_urls} items per job", param="urls")
+        job_id = await guarded(self.jobs.submit.remote(request, urls))
+        return JSONResponse({"job_id": job_id, "items": len(urls)}, status_code=202)
+
+    @api.get("/v1/jobs/{job_id}")
+    async def job(self, job_id: str) -> dict:
+        """Counts, each item's status and reason, and the job's throughput in audio hours per hour."""
+        status = await guarded(self.jobs.status.remote(job_id))
+        if status is None:
+            raise NotFound(f"job {job_id!r} does not exist", param="job_id")
+        return status
+
+    @api.get("/v1/transcripts")
+    async def transcripts_page(self, offset: Annotated[int, Query(ge=0)] = 0,
+                               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+        """Stored transcripts, newest first, a page at a time."""
+        total, rows = await asyncio.to_thread((await self._store()).list_transcripts, offset, limit)
+        return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": rows}
+
+    @api.get("/v1/transcripts/{transcript_id:path}")
+    async def stored_transcript(self, transcript_id: str) -> dict:
+        """One stored transcript with its segments."""
+        found = await asyncio.to_thread((await self._store()).get_transcript, transcript_id)
+        if found is None:
+            raise NotFound(f"transcript {transcript_id!r} is not in the store", param="transcript_id")
+        return found
+
+    @api.get("/v1/search")
+    async def search(self, q: Annotated[str, Query(min_length=1, max_length=1000)],
+                     k: Annotated[int, Query(ge=1, le=100)] = 5, transcript_id: str | None = None) -> dict:
+        """The passages closest to a query (vectors and full text), with a link to the moment they start."""
+        store = await self._store()
+        (vector,) = await guarded(self.pipeline.embedder.embed.remote([q]))
+        hits = await asyncio.to_thread(store.search, vector, q, k, transcript_id)
+        return {"object": "list", "query": q, "data": [await asyncio.to_thread(passage_hit, store, h) for h in hits]}
+
     @api.post("/api/transcribe/youtube")
     async def transcribe_youtube(self, request: YoutubeRequest) -> TranscriptResponse:
         """The route the original lecture backend's clients call; same as ``/v1/transcripts``."""
@@ -213,9 +281,8 @@ class Ingress:
 def build_app(args: dict | AppSettings) -> Application:
     """The application graph from the YAML's ``args``, validated here so errors name the bad key."""
     settings = args if isinstance(args, AppSettings) else AppSettings.model_validate(args)
-    return Ingress.bind(
-        Downloader.bind(settings.downloader),
-        Transcriber.bind(settings.transcriber),
-        Embedder.bind(settings.embedder),
-        settings,
-    )
+    downloader = Downloader.bind(settings.downloader)
+    transcriber = Transcriber.bind(settings.transcriber)
+    embedder = Embedder.bind(settings.embedder)
+    jobs = JobRunner.bind(downloader, transcriber, embedder, settings)
+    return Ingress.bind(downloader, transcriber, embedder, jobs, settings)

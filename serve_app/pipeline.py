@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnknownModel
-from deployments.schemas import Resolved, Segment, TranscribeOptions, Transcription
+from deployments.schemas import Passage, Resolved, Segment, TranscribeOptions, Transcription
 from serve_app.errors import guarded
 from serve_app.protocol import (
     EmbeddingData,
@@ -79,16 +79,19 @@ class TranscriptPipeline:
 
     async def transcript(self, request: TranscriptRequest) -> TranscriptResponse:
         """A source's transcript, from captions or ASR, with embedded passages when asked."""
+        response, _ = await self.transcript_and_passages(request)
+        return response
+
+    async def transcript_and_passages(self, request: TranscriptRequest) -> tuple[TranscriptResponse, list[Passage]]:
+        """The transcript and its passages with their vectors (what the store keeps)."""
         model = self.check_model(request.model)
         resolved = await self.resolve(None, None, request.url, request.source, request.language)
         result = await self.transcription(resolved, TranscribeOptions(model=model, language=request.language))
         embed = self.settings.ingress.default_embed if request.embed is None else request.embed
-        chunks, dim = [], None
+        passages: list[Passage] = []
         if embed and result.segments:
             passages = await guarded(self.embedder.embed_transcript.remote(result.segments))
-            chunks = _timed(passages)
-            dim = len(passages[0].vector) if passages else None
-        return TranscriptResponse(
+        response = TranscriptResponse(
             id=resolved.key,
             url=resolved.url,
             title=resolved.title,
@@ -98,9 +101,10 @@ class TranscriptPipeline:
             model=None if resolved.kind == "captions" else result.model,
             text=result.text,
             segments=_timed(result.segments),
-            chunks=chunks,
-            embedding_dim=dim,
+            chunks=_timed(passages),
+            embedding_dim=len(passages[0].vector) if passages else None,
         )
+        return response, passages
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """OpenAI's embeddings: vectors from the embedder deployment, usage from its tokenizer."""

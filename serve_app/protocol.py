@@ -27,6 +27,16 @@ class YoutubeRequest(Request):
     youtube_url: str = Field(..., min_length=1, max_length=4096)
 
 
+class JobRequest(Request):
+    """Many sources in one job: a list of URLs and/or a playlist or channel URL to expand."""
+
+    urls: list[str] = Field(default_factory=list, description="YouTube URLs or ids, or media URLs.")
+    playlist: str | None = Field(None, max_length=4096, description="Expanded with yt-dlp's flat extraction.")
+    source: Literal["auto", "captions", "asr"] = "auto"
+    model: str | None = None
+    language: str | None = Field(None, min_length=2, max_length=8)
+
+
 class TimedText(BaseModel):
     start: float
     end: float

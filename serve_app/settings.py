@@ -116,6 +116,22 @@ class EmbedderSettings(Section):
         return self
 
 
+class StoreSettings(Section):
+    """Where transcripts, passages and job state live (LanceDB)."""
+
+    uri: str = Field("~/.cache/transcribe-serve/store", description="A directory, or s3://… / gs://… in a cluster.")
+
+
+class JobSettings(Section):
+    """How ingestion jobs run: concurrency, and retries of transient failures."""
+
+    concurrency: int = Field(4, ge=1, description="Items of all jobs in flight at once.")
+    max_attempts: int = Field(4, ge=1, description="Tries of an item whose failure is transient.")
+    backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles each attempt.")
+    backoff_cap_s: float = Field(60.0, ge=0)
+    max_urls: int = Field(5000, ge=1, description="Items one job may hold.")
+
+
 class AppSettings(Section):
     """The whole application's ``args``."""
 
@@ -123,3 +139,5 @@ class AppSettings(Section):
     downloader: DownloaderSettings = Field(default_factory=DownloaderSettings)
     transcriber: TranscriberSettings = Field(default_factory=TranscriberSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)

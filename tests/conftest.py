@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import jiwer
 import pytest
-import yaml
 
+from benchmarks.harness import BIN, ROOT, LaunchError, LocalApp, load_config, local_app
 from tests.fake_youtube import FakeVideo, FakeYouTube
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVE_BIN = Path(sys.executable).parent / "serve"
+SERVE_BIN = BIN / "serve"
 
 SCRIPTS = {
     "lecture": "Today we talk about the water cycle. Water falls from the sky as rain and flows into the "
@@ -127,103 +119,30 @@ TEST_UPLOAD_LIMIT = 2 * 1024 * 1024
 """The test copy of the config lowers the upload limit so that a 413 costs a small request."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Service:
-    """The running Serve app: its base URL, its Ray cluster's addresses, and its log file."""
-
-    url: str
-    ray_address: str
-    dashboard_url: str
-    log: Path
-
-
 def local_config() -> dict:
-    return yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
+    return load_config(ROOT / "configs" / "local.yaml")
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    """Until something accepts connections on 127.0.0.1:``port``; fail with the log if ``proc`` dies."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[:2]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"nothing listened on port {port} after {timeout_s}s:\n{log.read_text()[-4000:]}")
+Service = LocalApp
 
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
-    """A Ray head (``ray start --block``) and ``serve run`` of a copy of configs/local.yaml on free ports.
+    """The real app on a local cluster (``benchmarks.harness.local_app``) from a copy of configs/local.yaml.
 
     The copy differs from the file only in its HTTP port, the fake YouTube's address, private networks
-    allowed (the test servers are on loopback) and a lower upload limit. Tests can connect to the cluster
-    as a Ray driver (``ray_address``), e.g. to kill a replica.
+    allowed (the test servers are on loopback), a lower upload limit, a fresh store and short retry delays.
+    Tests can connect to the cluster as a Ray driver (``ray_address``), e.g. to kill a replica.
     """
-    folder = tmp_path_factory.mktemp("serve")
     config = local_config()
-    port, gcs_port, dashboard_port = free_port(), free_port(), free_port()
-    config["http_options"]["port"] = port
     args = config["applications"][0]["args"]
     args["downloader"]["youtube_base_url"] = fake_youtube.base_url
     args["downloader"]["allow_private_networks"] = True  # the media and the fake YouTube are on 127.0.0.1
     args["ingress"]["max_upload_bytes"] = TEST_UPLOAD_LIMIT
-    config_path = folder / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    ray_log, log = folder / "ray.log", folder / "serve.log"
-    head = _spawn([str(SERVE_BIN.parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
-                   f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", "--num-cpus=2"], ray_log, env)
+    args["store"]["uri"] = str(tmp_path_factory.mktemp("store"))
+    args["jobs"].update(backoff_s=0.2, backoff_cap_s=1)
     try:
-        wait_for_port(gcs_port, head, ray_log, timeout_s=120)
-        ray_address = f"127.0.0.1:{gcs_port}"
-        proc = _spawn([str(SERVE_BIN), "run", f"--address={ray_address}", str(config_path)], log, env)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_running(url, proc, log, timeout_s=420)
-            yield Service(url=url, ray_address=ray_address, dashboard_url=f"http://127.0.0.1:{dashboard_port}",
-                          log=log)
-        finally:
-            stop(proc)
-    finally:
-        stop(head)
-
-
-def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def wait_until_running(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    """Poll /healthz until every deployment is up; fail with the log if the process dies first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"serve run exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).json().get("status") == "RUNNING":
-                return
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(1)
-    pytest.fail(f"the app was not RUNNING after {timeout_s}s:\n{log.read_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """TERM a process group (a backgrounded ``serve run`` ignores SIGINT), KILL it if it lingers."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with local_app(config, tmp_path_factory.mktemp("serve")) as app:
+            yield app
+    except LaunchError as error:
+        pytest.fail(str(error))

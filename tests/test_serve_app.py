@@ -20,7 +20,8 @@ def post_json(service: Service, path: str, body: dict) -> httpx.Response:
 def test_health_lists_every_deployment(service: Service) -> None:
     body = httpx.get(f"{service.url}/healthz", timeout=30).json()
     assert body["status"] == "RUNNING"
-    assert body["deployments"] == {name: "HEALTHY" for name in ("Ingress", "Downloader", "Transcriber", "Embedder")}
+    assert body["deployments"] == {name: "HEALTHY" for name in ("Ingress", "Downloader", "Transcriber", "Embedder",
+                                                                 "JobRunner")}
 
 
 @pytest.mark.parametrize("response_format", ["json", "verbose_json", "text"])

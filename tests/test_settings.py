@@ -10,7 +10,7 @@ from serve_app.app import build_app
 from serve_app.settings import AppSettings, TranscriberSettings
 from tests.conftest import ROOT, local_config
 
-DEPLOYMENTS = {"Ingress", "Downloader", "Transcriber", "Embedder"}
+DEPLOYMENTS = {"Ingress", "Downloader", "Transcriber", "Embedder", "JobRunner"}
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "prod.yaml"])

@@ -1,0 +1,164 @@
+"""Ingestion jobs: many sources, each landing in the store or failing with a reason, resumable.
+
+Job and item state live in the store, not in the actor: a JobRunner replica that starts (after a crash
+or a redeploy) resumes every unfinished job's remaining items. Items run concurrently up to a limit and
+spread over the transcriber replicas through its handle; one item's failure never touches the others.
+Transient failures (network, overload, a replica lost mid-request) are retried with exponential backoff
+and a cap; permanent ones (private, removed, not audio) are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from ray import serve
+
+from deployments.downloader import source_identity
+from deployments.errors import Overloaded, ServiceError, SourceUnreachable
+from deployments.store import TranscriptStore, transcript_key
+from serve_app.errors import unwrap
+from serve_app.pipeline import TranscriptPipeline
+from serve_app.protocol import JobRequest, TranscriptRequest
+from serve_app.settings import AppSettings
+
+FINAL = frozenset({"done", "failed", "skipped"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: the network, an overloaded deployment, or a replica lost while it worked."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    error = unwrap(error)
+    return isinstance(error, (SourceUnreachable, Overloaded, RayActorError, ActorUnavailableError))
+
+
+def describe(error: BaseException) -> tuple[str, str]:
+    """(error type, message) for an item's record."""
+    error = unwrap(error)
+    if isinstance(error, ServiceError):
+        return error.code, error.message
+    return type(error).__name__, str(error)[:500] or type(error).__name__
+
+
+def summarize(job: dict[str, Any], items: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """Counts per status, each item, audio seconds and the job's throughput in audio hours per hour."""
+    counts = {status: 0 for status in ("queued", "running", "done", "failed", "skipped")}
+    for item in items:
+        counts[item["status"]] = counts.get(item["status"], 0) + 1
+    started = datetime.fromisoformat(job["created_at"])
+    ended = datetime.fromisoformat(job["finished_at"]) if job["finished_at"] else now
+    wall = max((ended - started).total_seconds(), 1e-9)
+    audio = sum(i["audio_seconds"] or 0.0 for i in items if i["status"] == "done")
+    return {
+        "job_id": job["job_id"],
+        "status": "finished" if job["finished_at"] else "running",
+        "created_at": job["created_at"],
+        "finished_at": job["finished_at"],
+        "counts": counts,
+        "audio_seconds": round(audio, 3),
+        "wall_seconds": round(wall, 3),
+        "audio_hours_per_hour": round(audio / wall, 3),
+        "items": [{k: i[k] for k in ("position", "url", "status", "source", "audio_seconds", "error_type",
+                                     "error_message", "transcript_key", "attempts")} for i in items],
+    }
+
+
+def record(response: Any) -> dict[str, Any]:
+    """A transcript row from a pipeline response."""
+    return {"key": transcript_key(response.id, response.model), "source_key": response.id, "url": response.url,
+            "title": response.title, "duration": response.duration_s, "source": response.source,
+            "language": response.language, "model": response.model or "captions", "text": response.text,
+            "segments": [s.model_dump() for s in response.segments]}
+
+
+class JobManager:
+    """Runs jobs against the pipeline and keeps their state in the store."""
+
+    def __init__(self, store: TranscriptStore, pipeline: TranscriptPipeline, settings: AppSettings) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.settings = settings.jobs
+        self._slots = asyncio.Semaphore(settings.jobs.concurrency)
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    async def submit(self, request: JobRequest, urls: list[str]) -> str:
+        job_id = uuid.uuid4().hex[:16]
+        await asyncio.to_thread(self.store.create_job, job_id, request.model_dump(exclude={"urls"}), urls)
+        self.start(job_id)
+        return job_id
+
+    def start(self, job_id: str) -> None:
+        if job_id not in self._tasks or self._tasks[job_id].done():
+            self._tasks[job_id] = asyncio.create_task(self._run(job_id))
+
+    def resume_unfinished(self) -> list[str]:
+        """Start every job the store says is unfinished (after a restart)."""
+        jobs = [job["job_id"] for job in self.store.unfinished_jobs()]
+        for job_id in jobs:
+            self.start(job_id)
+        return jobs
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        job = await asyncio.to_thread(self.store.get_job, job_id)
+        if job is None:
+            return None
+        items = await asyncio.to_thread(self.store.job_items, job_id)
+        return summarize(job, items, datetime.now(datetime.fromisoformat(job["created_at"]).tzinfo))
+
+    async def _run(self, job_id: str) -> None:
+        job = await asyncio.to_thread(self.store.get_job, job_id)
+        request = JobRequest(urls=[], **json.loads(job["request"]))
+        items = await asyncio.to_thread(self.store.job_items, job_id)
+        await asyncio.gather(*(self._item(item, request) for item in items if item["status"] not in FINAL))
+        await asyncio.to_thread(self.store.finish_job, job_id)
+
+    async def _item(self, item: dict[str, Any], request: JobRequest) -> None:
+        async with self._slots:
+            update = self.store.update_item
+            model = self.pipeline.check_model(request.model) if request.source != "captions" else None
+            if await asyncio.to_thread(self.store.has_source, source_identity(item["url"]), model):
+                await asyncio.to_thread(update, item, status="skipped")
+                return
+            item = await asyncio.to_thread(update, item, status="running")
+            for attempt in range(1, self.settings.max_attempts + 1):
+                try:
+                    await self._ingest(item, request, attempt)
+                    return
+                except Exception as error:  # every failure is recorded on its item, never raised
+                    if not is_transient(error) or attempt == self.settings.max_attempts:
+                        kind, message = describe(error)
+                        await asyncio.to_thread(update, item, status="failed", error_type=kind,
+                                                error_message=message, attempts=attempt)
+                        return
+                    await asyncio.sleep(min(self.settings.backoff_cap_s, self.settings.backoff_s * 2 ** (attempt - 1)))
+
+    async def _ingest(self, item: dict[str, Any], request: JobRequest, attempt: int) -> None:
+        transcript = TranscriptRequest(url=item["url"], source=request.source, language=request.language,
+                                       model=request.model, embed=True)
+        response, passages = await self.pipeline.transcript_and_passages(transcript)
+        row = record(response)
+        await asyncio.to_thread(self.store.put_transcript, row, [p.model_dump() for p in passages])
+        await asyncio.to_thread(self.store.update_item, item, status="done", source=response.source,
+                                audio_seconds=response.duration_s, transcript_key=row["key"], attempts=attempt)
+
+
+@serve.deployment(name="JobRunner")
+class JobRunner:
+    """Serve wrapper: one replica owns the running jobs; their state is in the store."""
+
+    async def __init__(self, downloader: Any, transcriber: Any, embedder: Any, settings: AppSettings) -> None:
+        pipeline = TranscriptPipeline(downloader, transcriber, embedder, settings)
+        dimension = await embedder.dimension.remote()
+        store = await asyncio.to_thread(TranscriptStore, settings.store.uri, dimension)
+        self.manager = JobManager(store, pipeline, settings)
+        self.manager.resume_unfinished()
+
+    async def submit(self, request: JobRequest, urls: list[str]) -> str:
+        return await self.manager.submit(request, urls)
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        return await self.manager.status(job_id)

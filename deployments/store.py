@@ -1,0 +1,164 @@
+"""The transcript store: LanceDB tables for transcripts, their embedded passages, and ingestion jobs.
+
+An embedded directory by default; an object-store URI (``s3://…``, ``gs://…``) in production so that
+every node writes to the same tables. Writes are upserts on a stable key (the source's identity plus
+the model), so ingesting a source again replaces its rows and never duplicates them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+TRANSCRIPTS = "transcripts"
+CHUNKS = "chunks"
+JOBS = "jobs"
+ITEMS = "job_items"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _quote(value: str) -> str:
+    """A string literal for a LanceDB filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _schemas(dimension: int) -> dict[str, pa.Schema]:
+    text, number = pa.string(), pa.float64()
+    return {
+        TRANSCRIPTS: pa.schema([("key", text), ("source_key", text), ("url", text), ("title", text),
+                                ("duration", number), ("source", text), ("language", text), ("model", text),
+                                ("text", text), ("segments", text), ("created_at", text)]),
+        CHUNKS: pa.schema([("chunk_id", text), ("key", text), ("start", number), ("end", number), ("text", text),
+                           ("vector", pa.list_(pa.float32(), dimension))]),
+        JOBS: pa.schema([("job_id", text), ("created_at", text), ("finished_at", text), ("request", text)]),
+        ITEMS: pa.schema([("item_id", text), ("job_id", text), ("position", pa.int64()), ("url", text),
+                          ("status", text), ("source", text), ("audio_seconds", number), ("error_type", text),
+                          ("error_message", text), ("transcript_key", text), ("attempts", pa.int64()),
+                          ("updated_at", text)]),
+    }
+
+
+def transcript_key(source_key: str, model: str | None) -> str:
+    """The store's key: the source's identity plus the model that made the text (``captions`` for captions)."""
+    return f"{source_key}|{model or 'captions'}"
+
+
+class TranscriptStore:
+    """LanceDB tables behind small, typed methods; safe to share between threads of one process."""
+
+    def __init__(self, uri: str, dimension: int) -> None:
+        import lancedb
+
+        if "://" not in uri:
+            Path(uri).expanduser().mkdir(parents=True, exist_ok=True)
+            uri = str(Path(uri).expanduser())
+        # Writers are other processes (the JobRunner): check for their commits on every read.
+        self.db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
+        self.tables = {name: self.db.create_table(name, schema=schema, exist_ok=True)
+                       for name, schema in _schemas(dimension).items()}
+        self._lock = threading.Lock()
+        self._fts_ready = False
+
+    def _upsert(self, table: str, key: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self._lock:
+                self.tables[table].merge_insert(key).when_matched_update_all().when_not_matched_insert_all() \
+                    .execute(rows)
+
+    def _where(self, table: str, condition: str, limit: int | None = None) -> list[dict[str, Any]]:
+        query = self.tables[table].search().where(condition)
+        return query.limit(limit).to_list() if limit else query.to_arrow().to_pylist()
+
+    # transcripts --------------------------------------------------------------------------------------------
+
+    def put_transcript(self, record: dict[str, Any], passages: list[dict[str, Any]]) -> None:
+        """Upsert a transcript and replace its passages (a shorter re-ingest leaves no stale chunks)."""
+        key = record["key"]
+        self._upsert(TRANSCRIPTS, "key", [{**record, "segments": json.dumps(record["segments"]),
+                                            "created_at": _now()}])
+        with self._lock:
+            self.tables[CHUNKS].delete(f"key = {_quote(key)}")
+        self._upsert(CHUNKS, "chunk_id", [{**p, "chunk_id": f"{key}#{i}", "key": key} for i, p in enumerate(passages)])
+
+    def get_transcript(self, key: str) -> dict[str, Any] | None:
+        rows = self._where(TRANSCRIPTS, f"key = {_quote(key)}", limit=1)
+        return {**rows[0], "segments": json.loads(rows[0]["segments"])} if rows else None
+
+    def has_source(self, source_key: str, model: str | None) -> bool:
+        """Whether a transcript of this source by ``model`` (or from its captions) is stored."""
+        keys = [transcript_key(source_key, model), transcript_key(source_key, None)]
+        return bool(self._where(TRANSCRIPTS, f"key IN ({', '.join(map(_quote, keys))})", limit=1))
+
+    def list_transcripts(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """One page of transcripts (without their text and segments), newest first, and the total count."""
+        table = self.tables[TRANSCRIPTS]
+        columns = ["key", "url", "title", "duration", "source", "language", "model", "created_at"]
+        rows = table.to_arrow().select(columns).to_pylist()
+        rows.sort(key=lambda r: (r["created_at"], r["key"]), reverse=True)
+        return len(rows), rows[offset:offset + limit]
+
+    def count(self, table: str) -> int:
+        return self.tables[table].count_rows()
+
+    def search(self, vector: list[float], text: str, k: int, key: str | None = None) -> list[dict[str, Any]]:
+        """The best passages: vectors and full text together (hybrid) where LanceDB can, vectors alone else."""
+        table = self.tables[CHUNKS]
+        where = f"key = {_quote(key)}" if key else None
+        try:
+            self._ensure_fts()
+            query = table.search(query_type="hybrid").vector(vector).text(text)
+        except (ValueError, RuntimeError, OSError):
+            query = table.search(vector)
+        if where:
+            query = query.where(where, prefilter=True)
+        hits = query.limit(k).to_list()
+        return [{"key": h["key"], "start": h["start"], "end": h["end"], "text": h["text"],
+                 "score": float(h.get("_relevance_score", 1 - h.get("_distance", 1.0)))} for h in hits]
+
+    def _ensure_fts(self) -> None:
+        if not self._fts_ready:
+            from lancedb.index import FTS
+
+            with self._lock:
+                self.tables[CHUNKS].create_index("text", config=FTS(), replace=True)
+            self._fts_ready = True
+
+    # jobs ---------------------------------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, request: dict[str, Any], urls: list[str]) -> None:
+        self._upsert(JOBS, "job_id", [{"job_id": job_id, "created_at": _now(), "finished_at": None,
+                                        "request": json.dumps(request)}])
+        self._upsert(ITEMS, "item_id", [
+            {"item_id": f"{job_id}#{i}", "job_id": job_id, "position": i, "url": url, "status": "queued",
+             "source": None, "audio_seconds": 0.0, "error_type": None, "error_message": None,
+             "transcript_key": None, "attempts": 0, "updated_at": _now()}
+            for i, url in enumerate(urls)
+        ])
+
+    def update_item(self, item: dict[str, Any], **changes: Any) -> dict[str, Any]:
+        updated = {**item, **changes, "updated_at": _now()}
+        self._upsert(ITEMS, "item_id", [updated])
+        return updated
+
+    def finish_job(self, job_id: str) -> None:
+        job = self.get_job(job_id)
+        if job is not None:
+            self._upsert(JOBS, "job_id", [{**job, "finished_at": _now()}])
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        rows = self._where(JOBS, f"job_id = {_quote(job_id)}", limit=1)
+        return rows[0] if rows else None
+
+    def job_items(self, job_id: str) -> list[dict[str, Any]]:
+        return sorted(self._where(ITEMS, f"job_id = {_quote(job_id)}"), key=lambda r: r["position"])
+
+    def unfinished_jobs(self) -> list[dict[str, Any]]:
+        return self._where(JOBS, "finished_at IS NULL")
