@@ -42,11 +42,14 @@ serve: install
 	$(VENV)/bin/serve run $(CONFIG)
 
 test: install-test
-	$(VENV)/bin/ruff check serve_app deployments tests
+	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
 	$(PY) -m pytest
 
+bench: install-test
+	$(PY) -m benchmarks.throughput
+
 lint: install-test
-	$(VENV)/bin/ruff check serve_app deployments tests
+	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -9,7 +9,7 @@ import numpy as np
 from ray import serve
 
 from deployments.gpu_budget import assigned_gpu_share
-from deployments.metrics import ReplicaMetrics
+from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.schemas import Passage, Segment
 from serve_app.settings import EMBEDDED, EmbedderSettings
 
@@ -116,3 +116,7 @@ class Embedder:
 
     def dimension(self) -> int:
         return self.engine.dimension
+
+    def stats(self) -> dict:
+        """This replica's memory now and its request figures."""
+        return {**self.metrics.stats(), **memory_now()}

@@ -132,6 +132,11 @@ class NvmlProcess(Protocol):
     usedGpuMemory: int | None
 
 
+def memory_now() -> dict[str, int | None]:
+    """This process's RSS and the GPU memory NVML says it holds (None off GPU), read now."""
+    return {"rss_bytes": rss_bytes(), "gpu_memory_bytes": read_gpu_memory(os.getpid())[1]}
+
+
 def gpu_memory_of(pid: int, processes_by_device: Iterable[Iterable[NvmlProcess]]) -> int | None:
     """GPU memory ``pid`` uses summed over devices; None when it is on none or NVML gives no figure for it."""
     figures = [

@@ -17,7 +17,7 @@ from ray import serve
 
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.gpu_budget import assigned_gpu_share, check_vram_budget, this_process_on_gpu
-from deployments.metrics import ReplicaMetrics, rss_bytes
+from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
 from deployments.schemas import Segment, TranscribeOptions, Transcription, Word
@@ -227,4 +227,4 @@ class Transcriber:
 
     def stats(self) -> dict[str, Any]:
         """The engine's model figures, the requests in flight now, and this process's memory."""
-        return {**self.engine.stats(), "in_flight": self.metrics.figures.queue_depth, "rss_bytes": rss_bytes()}
+        return {**self.engine.stats(), "in_flight": self.metrics.figures.queue_depth, **memory_now()}

@@ -14,9 +14,10 @@ import pytest
 import ray
 from ray import serve
 
+from benchmarks.harness import wait_until_running
 from deployments.transcriber import Transcriber
 from serve_app.settings import TranscriberSettings
-from tests.conftest import SERVE_BIN, Service, wait_until_running
+from tests.conftest import SERVE_BIN, Service
 
 pytestmark = pytest.mark.serve
 
@@ -102,13 +103,5 @@ def test_a_constructor_that_raises_leaves_a_clear_message(driver, service: Servi
     assert cli.returncode == 0, cli.stderr
     assert "DEPLOY_FAILED" in cli.stdout and expected in cli.stdout.replace("\n    ", " ")
     serve.delete("broken")
-    wait_until_running(service.url, _alive(), service.log, timeout_s=60)
+    wait_until_running(service.url, None, service.log, timeout_s=60)
 
-
-class _alive:  # noqa: N801 (a stand-in process for wait_until_running: the app's own is not ours here)
-    """A process handle that is always running."""
-
-    returncode = None
-
-    def poll(self) -> None:
-        return None

@@ -1,0 +1,128 @@
+"""Running the real app locally on free ports: a Ray head (``ray start --block``) and ``serve run``.
+
+Shared by the tests and the benchmarks, so both measure the app exactly as ``serve run`` deploys it;
+a driver can attach to ``ray_address`` to read replica figures or kill a replica.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+class LaunchError(RuntimeError):
+    """The cluster or the app did not come up; the message ends with the relevant log."""
+
+
+@dataclass
+class LocalApp:
+    """A running app: its base URL, its Ray cluster's addresses, and its log file."""
+
+    url: str
+    ray_address: str
+    dashboard_url: str
+    log: Path
+    head_pid: int
+    """The ``ray start --block`` process: every process of this cluster descends from it."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_config(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-4000:] if log.exists() else ""
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``; raise with the log if ``proc`` dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LaunchError(f"{proc.args[:2]} exited with {proc.returncode}:\n{_tail(log)}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise LaunchError(f"nothing listened on port {port} after {timeout_s}s:\n{_tail(log)}")
+
+
+def wait_until_running(url: str, proc: subprocess.Popen | None, log: Path, timeout_s: float) -> None:
+    """Poll /healthz until every deployment is up; raise with the log if ``proc`` dies first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise LaunchError(f"serve run exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).json().get("status") == "RUNNING":
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(1)
+    raise LaunchError(f"the app was not RUNNING after {timeout_s}s:\n{_tail(log)}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """TERM a process group (a backgrounded ``serve run`` ignores SIGINT), KILL it if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+@contextmanager
+def local_app(config: dict, folder: Path, num_cpus: int = 2, num_gpus: int | None = None,
+              timeout_s: float = 420) -> Iterator[LocalApp]:
+    """Run ``config`` (a Serve config dict) on a fresh local cluster; its HTTP port is replaced by a free one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port, gcs_port, dashboard_port = free_port(), free_port(), free_port()
+    config = {**config, "http_options": {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}}
+    config_path = folder / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_log, log = folder / "ray.log", folder / "serve.log"
+    resources = [f"--num-cpus={num_cpus}"] + ([f"--num-gpus={num_gpus}"] if num_gpus is not None else [])
+    head = _spawn([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
+                   f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", *resources], ray_log, env)
+    try:
+        wait_for_port(gcs_port, head, ray_log, timeout_s=120)
+        ray_address = f"127.0.0.1:{gcs_port}"
+        proc = _spawn([str(BIN / "serve"), "run", f"--address={ray_address}", str(config_path)], log, env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_running(url, proc, log, timeout_s=timeout_s)
+            yield LocalApp(url=url, ray_address=ray_address, dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+                           log=log, head_pid=head.pid)
+        finally:
+            stop(proc)
+    finally:
+        stop(head)

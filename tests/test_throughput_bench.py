@@ -1,0 +1,41 @@
+"""The throughput benchmark, in its smallest form: every mode runs and reports sane figures.
+
+The full comparison (``make bench``: 10 s to 10 min of speech, 1 to 16 clients) is a benchmark; this runs
+the same code on two short clips, one repetition, two clients and a half-minute long file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.throughput import main
+
+pytestmark = pytest.mark.serve
+
+KINDS = {"direct", "naive", "service", "long_direct", "long_service", "long_fanout_bound"}
+
+
+def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
+    assert main(["--quick", "--out", str(tmp_path), "--concurrency", "2", "--long-minutes", "0.3"]) == 0
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    rows = result["rows"]
+    assert {row["kind"] for row in rows} == KINDS
+    assert sorted(row["clients"] for row in rows if row["kind"] == "service") == [1, 2]
+    for row in rows:
+        assert row["failed"] == 0, row
+        assert row["audio_hours_per_hour"] > 0, row
+        assert 0 <= row["wer"] <= 1, row
+        assert row["latency_p50_s"] <= row["latency_p95_s"], row
+        assert row["peak_rss_mib"], row
+    for row in rows:
+        if row["kind"] in {"service", "long_service", "long_fanout_bound"}:
+            assert row["model_loads"] == 1, row
+            assert any(key.startswith("Transcriber/") for key in row["peak_rss_mib"]), row
+    (naive,) = [row for row in rows if row["kind"] == "naive"]
+    assert naive["model_loads"] == naive["requests"] > 1
+    assert path.with_suffix(".md").read_text().count("\n| ") == len(rows) + 2
+    assert path.with_suffix(".png").stat().st_size > 0
