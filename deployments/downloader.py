@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from typing import Literal
 from urllib.parse import urlparse
 
-import numpy as np
-import ray
 from ray import serve
 
 from deployments.audio import decode
@@ -142,13 +140,6 @@ def _refused(error: BaseException) -> InvalidRequest:
                           "servers go in downloader.allowed_hosts", param="url", code="forbidden_address")
 
 
-def _into_object_store(resolved: Resolved) -> Resolved:
-    """Swap the samples for an ObjectRef so they travel through Ray's object store, not the caller."""
-    if isinstance(resolved.audio, np.ndarray):
-        return resolved.model_copy(update={"audio": ray.put(resolved.audio)})
-    return resolved
-
-
 @serve.deployment(name="Downloader")
 class Downloader:
     """Serve wrapper: network and decoding work runs in threads so one slow source blocks no other."""
@@ -162,7 +153,7 @@ class Downloader:
         with self.metrics.track("resolve", "-") as tracked:
             resolved = await asyncio.to_thread(self.resolver.resolve, url, source, language)
             tracked.audio_seconds = resolved.duration if resolved.kind == "audio" else 0.0
-        return _into_object_store(resolved)
+        return resolved
 
     async def expand(self, url: str) -> list[str]:
         return await asyncio.to_thread(self.resolver.expand, url)
@@ -175,4 +166,4 @@ class Downloader:
         with self.metrics.track("upload", "-") as tracked:
             resolved = await asyncio.to_thread(self.resolver.from_upload, data, filename)
             tracked.audio_seconds = resolved.duration
-        return _into_object_store(resolved)
+        return resolved

@@ -30,10 +30,10 @@ FINAL = frozenset({"done", "failed", "skipped"})
 
 def is_transient(error: BaseException) -> bool:
     """Worth retrying: the network, an overloaded deployment, or a replica lost while it worked."""
-    from ray.exceptions import ActorUnavailableError, RayActorError
+    from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
 
     error = unwrap(error)
-    return isinstance(error, (SourceUnreachable, Overloaded, RayActorError, ActorUnavailableError))
+    return isinstance(error, (SourceUnreachable, Overloaded, RayActorError, ActorUnavailableError, ObjectLostError))
 
 
 def describe(error: BaseException) -> tuple[str, str]:

@@ -68,8 +68,10 @@ class Passage(BaseModel):
 class Resolved(BaseModel):
     """What the downloader found for a source: captions ready to use, or decoded audio to transcribe.
 
-    ``audio`` is a Ray ObjectRef to 16 kHz mono float32 samples, so the samples move through the
-    object store to whichever node runs the transcriber rather than as a local file path.
+    ``audio`` holds 16 kHz mono float32 samples. They travel inside Ray's return values and arguments
+    (large ones through the object store), never as a local file path, so the transcriber can be on
+    any node. They are not wrapped in a nested ``ray.put`` reference: under concurrent load that hits
+    a reference-counting race in Ray (ray-project/ray#58080) and loses the object.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -52,7 +52,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _replica_lost(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, f"a replica was lost mid-request; retry shortly ({type(unwrap(exc)).__name__})",
+    lost = type(unwrap(exc)).__name__
+    return error_response(503, f"a replica or its data was lost mid-request; retry shortly ({lost})",
                           "server_error", "overloaded", headers={"Retry-After": str(Overloaded.retry_after_s)})
 
 
@@ -63,12 +64,12 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register every mapping on ``app``."""
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayTaskError
 
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RayTaskError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for lost in (ActorDiedError, ActorUnavailableError):
+    for lost in (ActorDiedError, ActorUnavailableError, ObjectLostError):
         app.add_exception_handler(lost, _replica_lost)
 
 
