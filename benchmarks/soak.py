@@ -151,17 +151,10 @@ def soak(url: str, audio: bytes, sequential_requests: int, concurrent_requests: 
     }
 
 
-def model_loads(ray_address: str) -> dict[str, Any]:
-    """The Transcriber's model figures, through its handle (one replica answers per call)."""
-    import ray
-    from ray import serve
-
-    ray.init(address=ray_address, namespace="serve", logging_level="ERROR", log_to_driver=False)
-    try:
-        stats = serve.get_deployment_handle("Transcriber", app_name="transcribe").stats
-        return {key: value for key, value in stats.remote().result().items() if key.startswith("model")}
-    finally:
-        ray.shutdown()
+def model_loads(url: str) -> dict[str, Any]:
+    """The Transcriber's model figures from the app's ``/stats`` (one replica answers per call)."""
+    stats = httpx.get(f"{url}/stats", timeout=60).raise_for_status().json()["Transcriber"]
+    return {key: value for key, value in stats.items() if key.startswith("model")}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -226,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         with local_app(config, Path(scratch) / "app", num_gpus=1 if args.gpu else None) as app:
             result = soak(app.url, speech.read_bytes(), args.requests, args.concurrent_requests, args.clients,
                           read=lambda: replica_memory(app.head_pid))
-            result["models"] = model_loads(app.ray_address)
+            result["models"] = model_loads(app.url)
     result.update(machine=machine, date=date.today().isoformat(), config=args.config)
     stem = out / f"soak-{machine}-{result['date']}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))

@@ -25,7 +25,6 @@ import asyncio
 import functools
 import io
 import json
-import logging
 import math
 import os
 import platform
@@ -47,7 +46,7 @@ import httpx
 import numpy as np
 
 from benchmarks.harness import ROOT, load_config, local_app
-from benchmarks.soak import replica_memory
+from benchmarks.soak import model_loads, replica_memory
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -361,31 +360,6 @@ def as_one_file(parts: Run, long: Clip) -> Run:
                wall_s=parts.wall_s, retries=parts.retries, failed=0 if complete else 1)
 
 
-class ServiceStats:
-    """A driver attached to the app's cluster, reading the Transcriber's model figures through its handle."""
-
-    def __init__(self, ray_address: str) -> None:
-        self.ray_address = ray_address
-
-    def __enter__(self) -> ServiceStats:
-        import ray
-        from ray import serve
-
-        ray.init(address=self.ray_address, namespace="serve", logging_level="ERROR", log_to_driver=False)
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        self.handle = serve.get_deployment_handle("Transcriber", app_name="transcribe")
-        return self
-
-    def model_loads(self) -> int:
-        """Loads on the replica that answers (configs/local.yaml has one)."""
-        return int(self.handle.stats.remote().result()["model_loads"])
-
-    def __exit__(self, *_: object) -> None:
-        import ray
-
-        ray.shutdown()
-
-
 # --- rows --------------------------------------------------------------------------------------------------
 
 
@@ -545,22 +519,22 @@ def service_rows(config: dict[str, Any], folder: Path, clips: list[Clip], long: 
                  repetitions: int, concurrency: list[int]) -> list[dict]:
     """Modes 3, 4 and 5 against one running app."""
     rows = []
-    with local_app(config, folder) as app, ServiceStats(app.ray_address) as stats:
+    with local_app(config, folder) as app:
         asyncio.run(clients(app.url, clips[:1], 1))  # warm-up, not counted
         read = functools.partial(service_processes, app.head_pid)
         for count in [1, *concurrency]:
             with PeakRss(read) as peak:
                 run = asyncio.run(clients(app.url, workload(clips, repetitions, count), count))
             label = "service, one client at a time" if count == 1 else f"service, {count} concurrent clients"
-            rows.append(row("service", label, count, run, peak.peaks, stats.model_loads()))
+            rows.append(row("service", label, count, run, peak.peaks, model_loads(app.url)["model_loads"]))
         with PeakRss(read) as peak:
             run = asyncio.run(clients(app.url, [long], 1))
         rows.append(row("long_service", "long file, service: single request (no fan-out yet)", 1, run, peak.peaks,
-                        stats.model_loads()))
+                        model_loads(app.url)["model_loads"]))
         with PeakRss(read) as peak:
             run = as_one_file(asyncio.run(clients(app.url, parts, len(parts))), long)
         rows.append(row("long_fanout_bound", f"long file, service: {len(parts)} concurrent 1/{len(parts)} parts "
-                        "(upper bound for fan-out)", len(parts), run, peak.peaks, stats.model_loads()))
+                        "(upper bound for fan-out)", len(parts), run, peak.peaks, model_loads(app.url)["model_loads"]))
     return rows
 
 

@@ -167,6 +167,13 @@ class Ingress:
         return {"status": str(app.status.value), "deployments": {n: str(d.status.value)
                                                                  for n, d in app.deployments.items()}}
 
+    @api.get("/stats")
+    async def stats(self) -> dict:
+        """What the model replicas report now (one replica of each answers): model loads, memory, load."""
+        pipeline = self.pipeline
+        calls = {"Transcriber": pipeline.transcriber, "Embedder": pipeline.embedder, "Downloader": pipeline.downloader}
+        return {name: await guarded(handle.stats.remote()) for name, handle in calls.items()}
+
     async def _audio(self, form: AudioForm, task: Literal["transcribe", "translate"]) -> Response:
         """Transcription and translation share everything but the task."""
         self.pipeline.check_model(form.model)
