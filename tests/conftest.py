@@ -6,9 +6,11 @@ import functools
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import pytest
@@ -26,6 +28,17 @@ SCRIPTS = {
     "cooking": "Cut the onions and the carrots into small pieces. Cook them slowly in a large pan with "
     "a little oil and some salt.",
 }
+
+
+def until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str] | str,
+          interval_s: float = 0.2) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail saying ``what`` when it never does."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:

@@ -21,8 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from ray.serve.schema import ServeDeploySchema
 from ray.util.state import list_actors
 
 from serve_app.settings import EMBEDDED, AppSettings
+from tests.conftest import until
 
 pytestmark = pytest.mark.serve
 
@@ -217,14 +217,6 @@ def shut_down(cluster: Cluster) -> None:
             cluster.shutdown()
 
 
-def until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str] | str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail saying ``what`` when it never does."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
 
 
 def app_status() -> Any:

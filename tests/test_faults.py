@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ray import serve
 from benchmarks.harness import wait_until_running
 from deployments.transcriber import Transcriber
 from serve_app.settings import TranscriberSettings
-from tests.conftest import SERVE_BIN, Service
+from tests.conftest import SERVE_BIN, Service, until
 
 pytestmark = pytest.mark.serve
 
@@ -35,14 +34,6 @@ def replica_names(deployment: str) -> set[str]:
             if a["name"].startswith("SERVE_REPLICA::") and f"#{deployment}#" in a["name"]}
 
 
-def until(condition, timeout_s: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` when it never does."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def transcriber_stats(service: Service) -> dict:

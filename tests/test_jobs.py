@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import ray
 
-from tests.conftest import ROOT, Service, speak
+from tests.conftest import ROOT, Service, speak, until
 
 pytestmark = pytest.mark.serve
 
@@ -94,13 +93,6 @@ def status(service: Service, job_id: str) -> dict:
     return httpx.get(f"{service.url}/v1/jobs/{job_id}", timeout=60).raise_for_status().json()
 
 
-def until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def stored(service: Service) -> list[dict]:
