@@ -39,7 +39,7 @@ system-deps:
 
 serve: install
 	@echo "Starting on http://127.0.0.1:8000 (Ctrl-C to stop). Try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
-	$(VENV)/bin/serve run $(CONFIG)
+	$(VENV)/bin/serve run --address local $(CONFIG)   # its own local Ray, never a stale one from ray start
 
 test: install-test
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks

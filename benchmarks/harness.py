@@ -126,3 +126,17 @@ def local_app(config: dict, folder: Path, num_cpus: int = 2, num_gpus: int | Non
             stop(proc)
     finally:
         stop(head)
+        forget_cluster(gcs_port)
+
+
+def forget_cluster(gcs_port: int) -> None:
+    """Remove Ray's record of the latest cluster if it is the one just stopped.
+
+    ``ray start`` writes its address to /tmp/ray/ray_current_cluster and a stopped ``--block`` head leaves
+    it behind; a later ``serve run`` or ``ray.init()`` without an address would then wait on a dead cluster.
+    """
+    from ray._common.utils import get_ray_address_file
+
+    record = Path(get_ray_address_file(None))
+    if record.is_file() and record.read_text().strip().endswith(f":{gcs_port}"):
+        record.unlink(missing_ok=True)
