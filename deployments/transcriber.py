@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import ray
 from ray import serve
 
 from deployments.errors import InvalidRequest, UnknownModel
@@ -181,11 +180,6 @@ def _segment(segment: Any) -> Segment:
     )
 
 
-def materialize(audio: Any) -> np.ndarray:
-    """Samples passed directly, or fetched from Ray's object store when given a reference."""
-    return ray.get(audio) if isinstance(audio, ray.ObjectRef) else audio
-
-
 @serve.deployment(name="Transcriber")
 class Transcriber:
     """Serve wrapper: one engine (and its loaded model) per replica.
@@ -211,16 +205,14 @@ class Transcriber:
         model = self.engine.settings.resolve(options.model) or str(options.model)
         return self.metrics.track(kind, model, audio_seconds=len(samples) / SAMPLE_RATE)
 
-    def transcribe(self, audio: Any, options: TranscribeOptions) -> Transcription:
-        samples = materialize(audio)
+    def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
         with self._tracked("transcribe", samples, options):
             result = self.engine.transcribe(samples, options)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
         return result
 
-    def stream(self, audio: Any, options: TranscribeOptions) -> Iterator[Segment]:
+    def stream(self, samples: np.ndarray, options: TranscribeOptions) -> Iterator[Segment]:
         """Segments as they are decoded (call through a handle with ``stream=True``)."""
-        samples = materialize(audio)
         with self._tracked("stream", samples, options):
             _, _, segments = self.engine.stream(samples, options)
             yield from segments
