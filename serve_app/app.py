@@ -26,7 +26,7 @@ from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl, access_middleware
 from serve_app.access import install as install_access
 from serve_app.errors import guarded, install_error_handlers, unwrap
-from serve_app.formats import sse, to_srt, to_verbose_json, to_vtt
+from serve_app.formats import ResponseFormat, sse, to_srt, to_verbose_json, to_vtt
 from serve_app.pipeline import TranscriptPipeline
 from serve_app.protocol import (
     EmbeddingRequest,
@@ -46,7 +46,6 @@ install_error_handlers(api)
 api.middleware("http")(access_middleware)
 
 UPLOAD_CHUNK = 1024 * 1024
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 Granularity = Literal["segment", "word"]
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from deployments.schemas import Transcription
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+"""OpenAI's response formats; the renderers below produce each."""
 
 
 def _clock(seconds: float, separator: str) -> str:
