@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import mmap
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +32,15 @@ def _probe(source: bytes | str | Path) -> tuple[float | None, int]:
         return declared, len(container.streams.audio)
 
 
-def decode(source: bytes | str | Path, sample_rate: int = 16000, param: str = "file",
-           max_seconds: float | None = None) -> np.ndarray:
-    """Decode a file path or in-memory bytes with ffmpeg (PyAV); typed errors for what is not audio.
+def decode_blocks(source: bytes | str | Path, sample_rate: int = 16000, param: str = "file",
+                  max_seconds: float | None = None, block_s: float = 120.0) -> Iterator[np.ndarray]:
+    """Decode a file path or in-memory bytes with ffmpeg (PyAV), ``block_s`` seconds of samples at a time.
 
-    A declared duration past ``max_seconds`` is refused before decoding; the decoded length is checked
-    too, for containers that declare none. ``param`` names the request field the bytes came from.
+    Only one block is held, so a long lecture never sits whole in memory. Failures are typed: what is not
+    audio, a declared duration past ``max_seconds`` (refused before decoding), and decoded audio that
+    runs past it (for containers that declare none). ``param`` names the request field the bytes came from.
     """
     import av
-    from faster_whisper.audio import decode_audio
 
     try:
         if _oversized_info_list(source):
@@ -49,15 +51,53 @@ def decode(source: bytes | str | Path, sample_rate: int = 16000, param: str = "f
             raise SourceFailed("the media has no audio stream", param=param, code="no_audio_stream")
         if declared is not None and max_seconds is not None and declared > max_seconds:
             raise _too_long(declared, max_seconds, param)
-        samples = decode_audio(_media(source), sampling_rate=sample_rate)
+        decoded = 0
+        for block in _pcm_blocks(source, sample_rate, int(block_s * sample_rate)):
+            decoded += block.size
+            if max_seconds is not None and decoded / sample_rate > max_seconds:
+                raise _too_long(decoded / sample_rate, max_seconds, param)
+            yield block
     except (av.FFmpegError, ValueError, IndexError, StopIteration, EOFError) as error:
         raise UnsupportedAudio(f"the media could not be decoded as audio ({type(error).__name__})",
                                param=param) from error
-    if samples.size == 0:
+    if decoded == 0:
         raise SourceFailed("the media holds no audio samples", param=param, code="no_audio_stream")
-    if max_seconds is not None and samples.size / sample_rate > max_seconds:
-        raise _too_long(samples.size / sample_rate, max_seconds, param)
-    return samples
+
+
+def _pcm_blocks(source: bytes | str | Path, sample_rate: int, block: int) -> Iterator[np.ndarray]:
+    """Mono float32 at ``sample_rate`` in blocks of ``block`` samples (the last one shorter).
+
+    Frames are read, grouped and resampled by faster-whisper's own helpers, so the samples are exactly
+    those of its ``decode_audio``, without keeping them all.
+    """
+    import av
+    from faster_whisper.audio import _group_frames, _ignore_invalid_frames, _resample_frames
+
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    pending: list[np.ndarray] = []
+    held = 0
+    try:
+        with av.open(_media(source), mode="r", metadata_errors="ignore") as container:
+            frames = _resample_frames(_group_frames(_ignore_invalid_frames(container.decode(audio=0)), 500000),
+                                      resampler)
+            for frame in frames:
+                pending.append(frame.to_ndarray().reshape(-1))
+                held += pending[-1].size
+                while held >= block:
+                    joined = np.concatenate(pending)
+                    yield joined[:block].astype(np.float32) / 32768.0
+                    pending, held = [joined[block:]], joined.size - block
+        if held:
+            yield np.concatenate(pending).astype(np.float32) / 32768.0
+    finally:
+        del resampler
+        gc.collect()  # PyAV's resampler keeps buffers until collected (SYSTRAN/faster-whisper#390)
+
+
+def decode(source: bytes | str | Path, sample_rate: int = 16000, param: str = "file",
+           max_seconds: float | None = None) -> np.ndarray:
+    """The whole of ``decode_blocks``' audio in one array, for inputs known to be short."""
+    return np.concatenate(list(decode_blocks(source, sample_rate, param, max_seconds)))
 
 
 def _oversized_info_list(source: bytes | str | Path) -> bool:

@@ -1,7 +1,8 @@
-"""Turning a source (YouTube video, media URL, or uploaded bytes) into captions or decoded audio.
+"""Turning a source (YouTube video, media URL, or uploaded bytes) into captions or windows of decoded audio.
 
 YouTube captions come first (manual before auto-generated) because they cost no GPU time; yt-dlp
-fetches the audio when there are none or when the request asks for ASR.
+fetches the audio when there are none or when the request asks for ASR. Audio leaves as windows of
+speech cut at silences (``deployments.windows``), decoded a block at a time.
 """
 
 from __future__ import annotations
@@ -9,23 +10,33 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Literal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, aclosing, contextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
+import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
-from deployments.audio import decode
+from deployments.audio import decode_blocks
 from deployments.errors import InvalidRequest, ServiceError, SourceFailed
-from deployments.media_download import BOT_CHECK_HINT, Limits, download_audio, expand_playlist, ytdlp_options
+from deployments.fanout import transcribe_windows
+from deployments.media_download import BOT_CHECK_HINT, Limits, downloaded, expand_playlist, ytdlp_options
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.network_guard import MARKER, guard, is_refusal
-from deployments.schemas import Resolved
+from deployments.schemas import AudioEnd, AudioWindow, Resolved, TranscribedWindow, TranscribeOptions
+from deployments.windows import load_vad, speech_windows
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
 from serve_app.settings import DownloaderSettings
 
 SourceMode = Literal["auto", "captions", "asr"]
+Found = tuple[Resolved, Path | None]
+"""A source's header, and for audio the downloaded file its windows come from."""
+T = TypeVar("T")
+Transcribed = Resolved | TranscribedWindow | AudioEnd
+"""What the deployment streams: the header, each window's transcription, the decoded duration."""
 
 
 def content_key(kind: str, data: bytes) -> str:
@@ -48,23 +59,48 @@ class SourceResolver:
                                     settings.cookies_file)
         self._limits = Limits(settings.max_download_bytes, settings.max_audio_seconds, settings.download_timeout_s)
 
-    def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None) -> Resolved:
-        """Captions or audio for a URL or bare YouTube id; every connection passes the network guard."""
-        with self._guarded():
-            vid = video_id(url)
-            if vid is not None:
-                return self._youtube(vid, source, language)
-            return self._media_url(url.strip(), source)
+    def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None,
+                vad: bool = True) -> Iterator[Resolved | AudioWindow | AudioEnd]:
+        """Captions for a URL or bare YouTube id (one item), or an audio header, its windows and their end.
 
-    def _media_url(self, url: str, source: SourceMode) -> Resolved:
+        Every connection (captions, download) passes the network guard; the download is kept on disk
+        only while its windows are decoded, one block at a time.
+        """
+        with ExitStack() as files:
+            with self._guarded():
+                vid = video_id(url)
+                if vid is not None:
+                    header, media = self._youtube(vid, source, language, files)
+                else:
+                    header, media = self._media_url(url.strip(), source, files)
+            yield header
+            if media is not None:
+                yield from self._windows(media, "url", vad)
+
+    def from_upload(self, data: bytes, filename: str | None = None,
+                    vad: bool = True) -> Iterator[Resolved | AudioWindow | AudioEnd]:
+        """An audio header for uploaded bytes, then their windows and their end."""
+        if not data:
+            raise InvalidRequest("the uploaded file is empty", param="file")
+        yield Resolved(key=content_key("upload", data), title=filename, duration=0.0, kind="audio")
+        yield from self._windows(data, "file", vad)
+
+    def _windows(self, media: bytes | Path, param: str, vad: bool) -> Iterator[AudioWindow | AudioEnd]:
+        """The media's speech windows as it is decoded, then the decoded duration."""
+        settings = self.settings
+        blocks = decode_blocks(media, settings.sample_rate, param, settings.max_audio_seconds, settings.decode_block_s)
+        samples = yield from speech_windows(blocks, settings.window_s, vad, settings.sample_rate)
+        yield AudioEnd(duration=samples / settings.sample_rate)
+
+    def _media_url(self, url: str, source: SourceMode, files: ExitStack) -> Found:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise InvalidRequest("url must be an http(s) URL or a YouTube video id", param="url")
         if source == "captions":
             raise InvalidRequest("source 'captions' needs a YouTube video", param="source")
-        media = download_audio(url, self._ytdlp, self.settings.sample_rate, self._limits)
-        return Resolved(key=source_identity(url), url=url, title=media.title,
-                        duration=media.duration, kind="audio", audio=media.samples)
+        media = files.enter_context(downloaded(url, self._ytdlp, self._limits))
+        return Resolved(key=source_identity(url), url=url, title=media.title, duration=media.duration,
+                        kind="audio"), media.path
 
     @contextmanager
     def _guarded(self) -> Iterator[None]:
@@ -82,7 +118,7 @@ class SourceResolver:
                 raise _refused(error) from error
             raise
 
-    def _youtube(self, vid: str, source: SourceMode, language: str | None) -> Resolved:
+    def _youtube(self, vid: str, source: SourceMode, language: str | None, files: ExitStack) -> Found:
         canonical = f"https://www.youtube.com/watch?v={vid}"
         if source != "asr":
             languages = [language, *self.settings.caption_languages] if language else self.settings.caption_languages
@@ -90,7 +126,7 @@ class SourceResolver:
                 track_language, segments = fetch_captions(vid, languages, self.settings.youtube_base_url,
                                                           self.settings.socket_timeout_s)
                 return Resolved(key=source_identity(vid), url=canonical, duration=segments[-1].end, kind="captions",
-                                language=track_language, captions=segments)
+                                language=track_language, captions=segments), None
             except NoCaptions as error:
                 if source == "captions":
                     raise
@@ -100,21 +136,21 @@ class SourceResolver:
             except CaptionsBlocked as blocked:
                 if source == "captions":
                     raise
-                return self._youtube_audio(vid, canonical, blocked)
-        return self._youtube_audio(vid, canonical, None)
+                return self._youtube_audio(vid, canonical, blocked, files)
+        return self._youtube_audio(vid, canonical, None, files)
 
-    def _youtube_audio(self, vid: str, canonical: str, blocked: CaptionsBlocked | None) -> Resolved:
+    def _youtube_audio(self, vid: str, canonical: str, blocked: CaptionsBlocked | None, files: ExitStack) -> Found:
         """ASR input for a video; when captions were refused for a bot check, a failure here says so."""
         watch_url = f"{self.settings.youtube_base_url.rstrip('/')}/watch?v={vid}"
         try:
-            media = download_audio(watch_url, self._ytdlp, self.settings.sample_rate, self._limits)
+            media = files.enter_context(downloaded(watch_url, self._ytdlp, self._limits))
         except ServiceError as error:
             if blocked is not None and blocked.code == "bot_check":
                 raise SourceFailed(f"{BOT_CHECK_HINT} (audio download: {error.message})", param="url",
                                    code="bot_check") from error
             raise
         return Resolved(key=source_identity(vid), url=canonical, title=media.title, duration=media.duration,
-                        kind="audio", audio=media.samples)
+                        kind="audio"), media.path
 
     def expand(self, url: str) -> list[str]:
         """The items of a playlist or channel URL (yt-dlp's flat extraction), or the URL itself."""
@@ -122,14 +158,6 @@ class SourceResolver:
             if video_id(url) is not None or not url.strip():
                 return [url]
             return expand_playlist(url.strip(), self._ytdlp)
-
-    def from_upload(self, data: bytes, filename: str | None = None) -> Resolved:
-        """Decoded audio of uploaded bytes."""
-        if not data:
-            raise InvalidRequest("the uploaded file is empty", param="file")
-        samples = decode(data, self.settings.sample_rate, max_seconds=self.settings.max_audio_seconds)
-        return Resolved(key=content_key("upload", data), title=filename,
-                        duration=len(samples) / self.settings.sample_rate, kind="audio", audio=samples)
 
 
 def _refused(error: BaseException) -> InvalidRequest:
@@ -142,18 +170,53 @@ def _refused(error: BaseException) -> InvalidRequest:
 
 @serve.deployment(name="Downloader")
 class Downloader:
-    """Serve wrapper: network and decoding work runs in threads so one slow source blocks no other."""
+    """Serve wrapper: fetches and decodes in threads, and sends each window to the transcribers itself.
 
-    def __init__(self, settings: DownloaderSettings) -> None:
+    ``resolve`` and ``from_upload`` stream (call them through a handle with ``stream=True``): the header,
+    then each window's transcription in order, then the decoded duration. Fanning out from here, where
+    the audio is decoded, means decoding waits for transcription: at most ``windows_in_flight`` windows
+    of a source exist at once, whatever its length.
+    """
+
+    def __init__(self, settings: DownloaderSettings, transcriber: DeploymentHandle) -> None:
+        self.settings = settings
         self.resolver = SourceResolver(settings)
+        self.transcriber = transcriber
+        load_vad()
         self.metrics = ReplicaMetrics("Downloader")
         self.metrics.start_sampler()
 
-    async def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None) -> Resolved:
-        with self.metrics.track("resolve", "-") as tracked:
-            resolved = await asyncio.to_thread(self.resolver.resolve, url, source, language)
-            tracked.audio_seconds = resolved.duration if resolved.kind == "audio" else 0.0
-        return resolved
+    async def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None,
+                      options: TranscribeOptions | None = None) -> AsyncIterator[Transcribed]:
+        options = options or TranscribeOptions()
+        items = self.resolver.resolve(url, source, language, options.vad_filter is not False)
+        async with aclosing(self._transcribed("resolve", items, options)) as transcribed:
+            async for item in transcribed:
+                yield item
+
+    async def from_upload(self, data: bytes, filename: str | None = None,
+                          options: TranscribeOptions | None = None) -> AsyncIterator[Transcribed]:
+        options = options or TranscribeOptions()
+        items = self.resolver.from_upload(data, filename, options.vad_filter is not False)
+        async with aclosing(self._transcribed("upload", items, options)) as transcribed:
+            async for item in transcribed:
+                yield item
+
+    async def _transcribed(self, kind: str, items: Iterator[Any], options: TranscribeOptions) -> AsyncIterator[Any]:
+        """The stream with its windows transcribed; counts the request and its audio under ``model`` "asr"
+        (decoded) or "captions" (never downloaded)."""
+        def transcribe(samples: np.ndarray) -> Any:
+            return self.transcriber.transcribe.remote(samples, options)
+
+        windows = transcribe_windows(in_threads(items), transcribe, self.settings.windows_in_flight)
+        with self.metrics.track(kind, "asr") as tracked:
+            async with aclosing(windows):
+                async for item in windows:
+                    if isinstance(item, Resolved) and item.kind == "captions":
+                        tracked.model, tracked.audio_seconds = "captions", item.duration
+                    elif isinstance(item, AudioEnd):
+                        tracked.audio_seconds = item.duration
+                    yield item
 
     async def expand(self, url: str) -> list[str]:
         return await asyncio.to_thread(self.resolver.expand, url)
@@ -162,8 +225,12 @@ class Downloader:
         """This replica's memory now and its request figures."""
         return {**self.metrics.stats(), **memory_now()}
 
-    async def from_upload(self, data: bytes, filename: str | None = None) -> Resolved:
-        with self.metrics.track("upload", "-") as tracked:
-            resolved = await asyncio.to_thread(self.resolver.from_upload, data, filename)
-            tracked.audio_seconds = resolved.duration
-        return resolved
+
+async def in_threads(items: Iterator[T]) -> AsyncIterator[T]:
+    """A blocking generator's items, each computed in a worker thread; it is closed however iteration ends."""
+    end = object()
+    try:
+        while (item := await asyncio.to_thread(next, items, end)) is not end:
+            yield item  # type: ignore[misc]
+    finally:
+        await asyncio.to_thread(items.close)

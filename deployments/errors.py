@@ -6,6 +6,11 @@ inside a replica reaches the client as a 4xx with a reason instead of a 500.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class ServiceError(Exception):
     """Base of every failure the service reports to a client."""
@@ -111,3 +116,22 @@ class RateLimited(ServiceError):
     status = 429
     type = "requests"
     code = "rate_limit_exceeded"
+
+
+async def guarded(response: Awaitable[T]) -> T:
+    """Await a DeploymentHandle call, turning capacity and replica-loss failures into ``Overloaded`` (503).
+
+    Serve registers its own handler for BackPressureError on the ingress app, which answers plain text
+    without Retry-After; and a failure inside a deployment that calls another one reaches the ingress
+    wrapped in that deployment's error. Raising our own type keeps the answer a 503 in OpenAI's shape.
+    """
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    try:
+        return await response
+    except (BackPressureError, DeploymentUnavailableError) as error:
+        raise Overloaded(f"the service is at capacity; retry shortly ({error})") from error
+    except (ActorDiedError, ActorUnavailableError, ObjectLostError) as error:
+        raise Overloaded(f"a replica or its data was lost mid-request; retry shortly ({type(error).__name__})") \
+            from error

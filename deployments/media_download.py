@@ -1,18 +1,16 @@
-"""Fetching a source's audio with yt-dlp into a temporary directory that is always removed."""
+"""Fetching a source's audio with yt-dlp into a temporary directory that is removed when its user is done."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from deployments.audio import decode
 from deployments.errors import PayloadTooLarge, ServiceError, SourceFailed, SourceUnreachable
 
 BOT_CHECK_HINT = (
@@ -49,10 +47,10 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Media:
-    """Decoded audio and what yt-dlp knew about it."""
+class Download:
+    """A downloaded media file and what yt-dlp knew about it (``duration`` 0 when it declared none)."""
 
-    samples: np.ndarray
+    path: Path
     title: str | None
     duration: float
 
@@ -122,8 +120,9 @@ def _progress_guard(limits: Limits) -> Callable[[dict[str, Any]], None]:
     return hook
 
 
-def download_audio(url: str, options: dict[str, Any], sample_rate: int, limits: Limits) -> Media:
-    """Download ``url``'s best audio with yt-dlp within ``limits``, decode it, and remove what it wrote.
+@contextmanager
+def downloaded(url: str, options: dict[str, Any], limits: Limits) -> Iterator[Download]:
+    """Download ``url``'s best audio with yt-dlp within ``limits``; the file is removed when the block ends.
 
     Metadata comes first, so playlists and declared oversize media are refused before any download.
     """
@@ -140,8 +139,7 @@ def download_audio(url: str, options: dict[str, Any], sample_rate: int, limits: 
         files = [p for p in Path(scratch).iterdir() if p.is_file() and not p.name.endswith(".part")]
         if not files:
             raise SourceFailed("the download produced no media file", param="url", code="no_audio_stream")
-        samples = decode(files[0], sample_rate, param="url", max_seconds=limits.max_seconds)
-    return Media(samples=samples, title=info.get("title"), duration=len(samples) / sample_rate)
+        yield Download(path=files[0], title=info.get("title"), duration=float(info.get("duration") or 0.0))
 
 
 def expand_playlist(url: str, options: dict[str, Any]) -> list[str]:

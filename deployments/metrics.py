@@ -229,6 +229,20 @@ def nvml() -> _Nvml:
         return _NVML
 
 
+def read_devices() -> list[dict[str, int]]:
+    """Each GPU's utilisation (%) and memory used and total (bytes) now; empty without NVML (benchmarks)."""
+    session = nvml()
+    if not session.available:
+        return []
+    module, found = session.module, []
+    for index in range(module.nvmlDeviceGetCount()):
+        handle = module.nvmlDeviceGetHandleByIndex(index)
+        memory = module.nvmlDeviceGetMemoryInfo(handle)
+        found.append({"util": int(module.nvmlDeviceGetUtilizationRates(handle).gpu), "vram": int(memory.used),
+                      "total": int(memory.total)})
+    return found
+
+
 def read_gpu_memory(pid: int) -> tuple[bool, int | None]:
     """(whether NVML answered, bytes ``pid`` uses or None); never raises, so a sampler cannot die on it."""
     session = nvml()
@@ -243,7 +257,7 @@ def read_gpu_memory(pid: int) -> tuple[bool, int | None]:
 
 @dataclass
 class Tracked:
-    """One tracked call: set ``audio_seconds`` inside the block when the duration is only known after decoding."""
+    """One tracked call: set ``audio_seconds`` (and ``model``) inside the block when known only after decoding."""
 
     kind: str
     model: str
@@ -263,6 +277,7 @@ class _Figures:
     requests: Tally[str] = field(default_factory=Tally)
     errors: Tally[str] = field(default_factory=Tally)
     audio_seconds: float = 0.0
+    audio_seconds_by_model: Tally[str] = field(default_factory=Tally)
     processing_seconds: float = 0.0
     queue_depth: int = 0
 
@@ -339,6 +354,7 @@ class ReplicaMetrics:
             self.metrics.real_time_factor.observe(processing_seconds / seconds_in, tags=tags)
         with self._lock:
             self.figures.audio_seconds += max(seconds_in, 0.0)
+            self.figures.audio_seconds_by_model[model] += max(seconds_in, 0.0)
             self.figures.processing_seconds += max(processing_seconds, 0.0)
 
     def queue_depth(self, n: int) -> None:
@@ -362,8 +378,11 @@ class ReplicaMetrics:
             self._set_depth_locked(max(self.figures.queue_depth - 1, 0))
 
     @contextmanager
-    def track(self, kind: str, model: str, audio_seconds: float = 0.0) -> Iterator[Tracked]:
-        """Count a request, keep it in the queue depth, time it, and count its error by class name if it raises."""
+    def track(self, kind: str, model: str, audio_seconds: float = 0.0, timed: bool = True) -> Iterator[Tracked]:
+        """Count a request, keep it in the queue depth, time it, and count its error by class name if it raises.
+
+        ``timed=False`` leaves audio and processing seconds to the caller: a batch times its windows together.
+        """
         tracked = Tracked(kind=kind, model=model, audio_seconds=audio_seconds)
         self.request(kind)
         self._enter()
@@ -377,7 +396,8 @@ class ReplicaMetrics:
         finally:
             tracked.processing_seconds = time.perf_counter() - start
             self._leave()
-        self.audio(tracked.audio_seconds, tracked.processing_seconds, model)
+        if timed:
+            self.audio(tracked.audio_seconds, tracked.processing_seconds, tracked.model)
 
     def start_sampler(self, interval_s: float = 10.0) -> None:
         """Sample memory now and then every ``interval_s`` in a daemon thread, so idle replicas stay visible."""
@@ -407,6 +427,7 @@ class ReplicaMetrics:
                 "requests": dict(figures.requests),
                 "errors": dict(figures.errors),
                 "audio_seconds": audio,
+                "audio_seconds_by_model": dict(figures.audio_seconds_by_model),
                 "processing_seconds": processing,
                 "real_time_factor": processing / audio if audio > 0 else None,
                 "queue_depth": figures.queue_depth,

@@ -66,15 +66,11 @@ class Passage(BaseModel):
 
 
 class Resolved(BaseModel):
-    """What the downloader found for a source: captions ready to use, or decoded audio to transcribe.
+    """What the downloader found for a source: captions ready to use, or audio whose windows follow.
 
-    ``audio`` holds 16 kHz mono float32 samples. They travel inside Ray's return values and arguments
-    (large ones through the object store), never as a local file path, so the transcriber can be on
-    any node. They are not wrapped in a nested ``ray.put`` reference: under concurrent load that hits
-    a reference-counting race in Ray (ray-project/ray#58080) and loses the object.
+    For ``audio`` the downloader's stream goes on with ``AudioWindow`` items and ends with ``AudioEnd``;
+    ``duration`` here is what the source declared (0 when it declared nothing).
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     key: str
     url: str | None = None
@@ -83,4 +79,31 @@ class Resolved(BaseModel):
     kind: Literal["captions", "audio"]
     language: str | None = None
     captions: list[Segment] | None = None
-    audio: Any = None
+
+
+class AudioWindow(BaseModel):
+    """A stretch of speech (at most ``downloader.window_s``), cut at silences, starting ``start`` s into the source.
+
+    ``samples`` are 16 kHz mono float32. They travel inside Ray's return values and arguments (large ones
+    through the object store), never as a local file path, so the transcriber can be on any node. They
+    are not wrapped in a nested ``ray.put`` reference: under concurrent load that hits a
+    reference-counting race in Ray (ray-project/ray#58080) and loses the object.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    start: float
+    samples: Any
+
+
+class TranscribedWindow(BaseModel):
+    """A window's transcription (times from the window's start) and where the window starts in its source."""
+
+    start: float
+    transcription: Transcription
+
+
+class AudioEnd(BaseModel):
+    """The last item of an audio stream: how long the decoded audio was."""
+
+    duration: float

@@ -1,13 +1,18 @@
 """Speech to text with faster-whisper: a plain engine class, and the thin Serve deployment around it.
 
 Each replica loads its default model once, in ``__init__``, and keeps it; other allowed models load on
-demand into a bounded per-replica cache. Per-request buffers are released on success and on error.
+demand into a bounded per-replica cache. Windows of speech (at most 30 s, cut by the downloader) from
+any requests decode together through faster-whisper's batched pipeline. Per-batch buffers are released
+on success and on error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+import asyncio
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +25,20 @@ from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
 from deployments.schemas import Segment, TranscribeOptions, Transcription, Word
+from deployments.windows import shifted, speech_windows, stitch
 from serve_app.settings import EMBEDDED, TranscriberSettings
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
-    from faster_whisper.transcribe import TranscriptionInfo
 
 SAMPLE_RATE = 16000
 """Whisper's input rate; the downloader decodes every source to it."""
+FRAMES_PER_SECOND = 100
+"""Whisper's feature frames per second: a segment's ``seek`` counts them."""
+MAX_PASSES = 3
+"""Batched passes over a window at most: the first, and continuations after a decoder that stopped short."""
+MIN_REST_S = 1.0
+"""Audio left after a window's last segment that is decoded again; less is the VAD's padding."""
 EXPIRY_INTERVAL_S = 30.0
 """How often a replica looks for models idle past ``model_idle_ttl_s``."""
 ModelKey = tuple[str, str, str]
@@ -70,10 +81,6 @@ class WhisperEngine:
             self._load, settings.max_models, idle_ttl_s=settings.model_idle_ttl_s, pinned=frozenset({default})
         )
         self.cache.get(default)
-        if settings.vad_filter:
-            from faster_whisper.vad import get_vad_model
-
-            get_vad_model()  # loaded once per process at start-up, not by the first request
 
     def _key(self, name: str) -> ModelKey:
         return (name, self.settings.device, self.settings.compute_type)
@@ -101,10 +108,8 @@ class WhisperEngine:
             raise UnknownModel(f"model {requested!r} is not served here", param="model")
         return name, self.cache.get(self._key(name))
 
-    def stream(
-        self, audio: np.ndarray, options: TranscribeOptions
-    ) -> tuple[str, TranscriptionInfo, Iterator[Segment]]:
-        """Start decoding; segments come lazily as the decoder reaches them, and buffers go at the end.
+    def check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
+        """The model for ``options``, or a typed error for options it cannot honour (before any batching).
 
         English-only models refuse other languages. They answer a translation request with the English
         transcript, which is what translating English speech into English gives.
@@ -115,42 +120,86 @@ class WhisperEngine:
                 f"model {name!r} is English-only; language {options.language!r} needs a multilingual model",
                 param="language",
             )
-        task = options.task if model.model.is_multilingual else "transcribe"
-        try:
-            segments, info = model.transcribe(
-                audio,
-                language=options.language,
-                task=task,
-                beam_size=options.beam_size or self.settings.beam_size,
-                vad_filter=self.settings.vad_filter if options.vad_filter is None else options.vad_filter,
-                word_timestamps=options.word_timestamps,
-                initial_prompt=options.initial_prompt,
-                temperature=options.temperature,
-            )
-        except BaseException:
-            release_buffers(self.settings.device)
-            raise
-        return name, info, self._released(segments)
+        return name, model
 
-    def _released(self, segments: Iterator[Any]) -> Iterator[Segment]:
+    def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions]) -> list[Transcription]:
+        """Windows of at most 30 s, from any requests, decoded in batches; one transcription per window, in order.
+
+        Windows that share a model, language and decoding options go through faster-whisper's batched
+        pipeline together; times in each result start at 0 (its window's start).
+        """
         try:
-            for segment in segments:
-                yield _segment(segment)
+            groups: dict[tuple[Any, ...], list[int]] = {}
+            for index, (window, option) in enumerate(zip(windows, options, strict=True)):
+                name, model = self.check(option)
+                language = option.language or self._language(model, window)
+                groups.setdefault((name, language, *_decoding(option)), []).append(index)
+            results: list[Transcription | None] = [None] * len(windows)
+            for (name, language, *_), indices in groups.items():
+                batch = [windows[i] for i in indices]
+                for index, result in zip(indices, self._decode(name, language, batch, options[indices[0]]),
+                                         strict=True):
+                    results[index] = result
+            return [r for r in results if r is not None]
         finally:
             release_buffers(self.settings.device)
 
-    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
-        """Decode the whole input and return every segment."""
-        name, info, segments = self.stream(audio, options)
-        collected = list(segments)
-        return Transcription(
-            model=name,
-            language=info.language,
-            language_probability=info.language_probability,
-            duration=info.duration,
-            text=" ".join(s.text for s in collected).strip(),
-            segments=collected,
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions, window_s: float = 30.0) -> Transcription:
+        """Audio of any length: cut into speech windows as the downloader cuts them, decoded as one batch, stitched."""
+        name, _ = self.check(options)
+        vad = self.settings.vad_filter if options.vad_filter is None else options.vad_filter
+        windows = list(speech_windows([audio], window_s, vad, SAMPLE_RATE))
+        parts = self.transcribe_batch([w.samples for w in windows], [options] * len(windows))
+        return stitch([(w.start, part) for w, part in zip(windows, parts, strict=True)], len(audio) / SAMPLE_RATE,
+                      name, options.language or "en")
+
+    def _language(self, model: WhisperModel, window: np.ndarray) -> str:
+        """The window's language: detected by a multilingual model, English for an English-only one."""
+        if not model.model.is_multilingual:
+            return "en"
+        return model.detect_language(audio=window)[0]
+
+    def _decode(self, name: str, language: str, windows: list[np.ndarray],
+                options: TranscribeOptions) -> list[Transcription]:
+        """Batched passes over ``windows``: the first decodes each whole; later ones decode what is left after
+        the last segment of a window whose decoding stopped short (as faster-whisper's sequential decoder seeks)."""
+        found: list[list[Segment]] = [[] for _ in windows]
+        pending = [(index, 0) for index in range(len(windows))]  # (window, first sample not decoded yet)
+        for _ in range(MAX_PASSES):
+            pieces = [windows[index][at:] for index, at in pending]
+            decoded = self._batched_pass(name, language, pieces, options) if pieces else []
+            left = []
+            for (index, at), piece, segments in zip(pending, pieces, decoded, strict=True):
+                found[index] += shifted(segments, at / SAMPLE_RATE, len(found[index]))
+                end = int(segments[-1].end * SAMPLE_RATE) if segments else piece.size
+                if piece.size - end > MIN_REST_S * SAMPLE_RATE:
+                    left.append((index, at + end))
+            pending = left
+        return [
+            Transcription(model=name, language=language, duration=len(w) / SAMPLE_RATE,
+                          text=" ".join(s.text for s in segments if s.text), segments=segments)
+            for w, segments in zip(windows, found, strict=True)
+        ]
+
+    def _batched_pass(self, name: str, language: str, pieces: list[np.ndarray],
+                      options: TranscribeOptions) -> list[list[Segment]]:
+        """One batched decode of ``pieces`` laid end to end, a second of silence apart, as clips."""
+        from faster_whisper import BatchedInferencePipeline
+
+        model = self.cache.get(self._key(name))
+        spaced, starts = _laid_out(pieces)
+        clips = [{"start": t, "end": t + len(p) / SAMPLE_RATE} for t, p in zip(starts, pieces, strict=True)]
+        segments, _ = BatchedInferencePipeline(model).transcribe(
+            spaced, language=language, task=options.task if model.model.is_multilingual else "transcribe",
+            beam_size=options.beam_size or self.settings.beam_size, word_timestamps=options.word_timestamps,
+            initial_prompt=options.initial_prompt, temperature=options.temperature, clip_timestamps=clips,
+            batch_size=len(pieces), without_timestamps=False,
         )
+        per_piece: list[list[Segment]] = [[] for _ in pieces]
+        for segment in segments:
+            index = bisect_right(starts, segment.seek / FRAMES_PER_SECOND + 0.05) - 1
+            per_piece[index].append(_segment(segment, starts[index], len(pieces[index]) / SAMPLE_RATE))
+        return per_piece
 
     def stats(self) -> dict[str, Any]:
         """Loads, evictions and resident models: the figures that prove models are kept."""
@@ -161,15 +210,35 @@ class WhisperEngine:
         }
 
 
-def _segment(segment: Any) -> Segment:
+def _decoding(options: TranscribeOptions) -> tuple[Any, ...]:
+    """What, besides the model and language, must be equal for two windows to share a batch."""
+    return (options.task, options.beam_size, options.word_timestamps, options.initial_prompt, options.temperature)
+
+
+def _laid_out(windows: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:
+    """The windows end to end with a second of silence after each, and where each starts (seconds)."""
+    gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    starts, at = [], 0
+    for window in windows:
+        starts.append(at / SAMPLE_RATE)
+        at += len(window) + gap.size
+    return np.concatenate([part for w in windows for part in (w, gap)]), starts
+
+
+def _segment(segment: Any, offset: float, duration: float) -> Segment:
+    """faster-whisper's segment with its times made relative to its window (and kept inside it)."""
+    def at(t: float) -> float:
+        return round(min(max(t - offset, 0.0), duration), 3)
+
     words = None
     if segment.words is not None:
-        words = [Word(word=w.word.strip(), start=w.start, end=w.end, probability=w.probability) for w in segment.words]
+        words = [Word(word=w.word.strip(), start=at(w.start), end=at(w.end), probability=w.probability)
+                 for w in segment.words]
     return Segment(
         id=segment.id,
-        seek=segment.seek,
-        start=segment.start,
-        end=segment.end,
+        seek=round(at(segment.start) * FRAMES_PER_SECOND),
+        start=at(segment.start),
+        end=at(segment.end),
         text=segment.text.strip(),
         tokens=list(segment.tokens),
         avg_logprob=segment.avg_logprob,
@@ -182,13 +251,17 @@ def _segment(segment: Any) -> Segment:
 
 @serve.deployment(name="Transcriber")
 class Transcriber:
-    """Serve wrapper: one engine (and its loaded model) per replica.
+    """Serve wrapper: one engine (and its loaded model) per replica, batching windows across requests.
 
-    Methods are synchronous: Serve runs them in its thread pool, so decoding never blocks the replica's
-    event loop, and ``max_ongoing_requests`` bounds how many decode at once.
+    Up to ``max_batch_size`` windows that arrive within ``batch_wait_timeout_s`` decode together in a
+    worker thread (so the event loop keeps collecting the next batch); ``max_ongoing_requests`` should be
+    at least ``max_batch_size`` for batches to fill.
     """
 
     def __init__(self, settings: TranscriberSettings) -> None:
+        self._batched.set_max_batch_size(settings.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.batch_sizes: Counter[int] = Counter()
         self.metrics = ReplicaMetrics("Transcriber")
         self.engine = WhisperEngine(settings, on_load=self.metrics.model_loaded)
         if settings.device != "cpu" and (measured := this_process_on_gpu()) is not None:
@@ -201,22 +274,23 @@ class Transcriber:
         if self.engine.cache.expire_idle():
             self.metrics.models_resident(self.engine.stats()["models_resident"])
 
-    def _tracked(self, kind: str, samples: np.ndarray, options: TranscribeOptions) -> AbstractContextManager:
-        model = self.engine.settings.resolve(options.model) or str(options.model)
-        return self.metrics.track(kind, model, audio_seconds=len(samples) / SAMPLE_RATE)
+    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
+        """One window (at most 30 s), decoded in a batch with the windows that arrive with it, from any request."""
+        name, _ = self.engine.check(options)  # a bad request fails alone, never the batch it would join
+        with self.metrics.track("transcribe", name, timed=False):
+            return await self._batched(samples, options)
 
-    def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
-        with self._tracked("transcribe", samples, options):
-            result = self.engine.transcribe(samples, options)
+    @serve.batch
+    async def _batched(self, samples: list[np.ndarray], options: list[TranscribeOptions]) -> list[Transcription]:
+        started = time.perf_counter()
+        self.batch_sizes[len(samples)] += 1
+        results = await asyncio.to_thread(self.engine.transcribe_batch, samples, options)
+        elapsed, audio = time.perf_counter() - started, sum(len(s) for s in samples) / SAMPLE_RATE
+        self.metrics.audio(audio, elapsed, results[0].model)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
-        return result
-
-    def stream(self, samples: np.ndarray, options: TranscribeOptions) -> Iterator[Segment]:
-        """Segments as they are decoded (call through a handle with ``stream=True``)."""
-        with self._tracked("stream", samples, options):
-            _, _, segments = self.engine.stream(samples, options)
-            yield from segments
+        return results
 
     def stats(self) -> dict[str, Any]:
-        """The engine's model figures, the requests in flight now, and this process's memory."""
-        return {**self.engine.stats(), "in_flight": self.metrics.figures.queue_depth, **memory_now()}
+        """The engine's model figures, windows in flight now, batches by size so far, and this process's memory."""
+        return {**self.engine.stats(), "in_flight": self.metrics.figures.queue_depth,
+                "batch_sizes": dict(self.batch_sizes), **memory_now()}

@@ -18,14 +18,14 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.downloader import Downloader
 from deployments.embedder import Embedder
-from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceError, UnknownModel
+from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceError, UnknownModel, guarded
 from deployments.jobs import JobRunner
 from deployments.schemas import Segment, TranscribeOptions, Transcription
 from deployments.store import TranscriptStore
 from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl, access_middleware
 from serve_app.access import install as install_access
-from serve_app.errors import guarded, install_error_handlers, unwrap
+from serve_app.errors import install_error_handlers, unwrap
 from serve_app.formats import ResponseFormat, sse, to_srt, to_verbose_json, to_vtt
 from serve_app.pipeline import TranscriptPipeline
 from serve_app.protocol import (
@@ -179,11 +179,11 @@ class Ingress:
         data = None if form.file is None else await read_limited(form.file, self.settings.ingress.max_upload_bytes)
         filename = form.file.filename if form.file is not None else None
         source = "asr" if task == "translate" else form.source
-        resolved = await self.pipeline.resolve(data, filename, form.url, source, form.language)
         options = form.options(task)
+        resolved = await self.pipeline.resolve(data, filename, form.url, source, form.language, options)
         if not form.stream:
-            return render(await self.pipeline.transcription(resolved, options), form, task)
-        segments = self.pipeline.segments(resolved, options).__aiter__()
+            return render(await self.pipeline.transcription(resolved), form, task)
+        segments = self.pipeline.segments(resolved).__aiter__()
         try:
             first = await guarded(segments.__anext__())
         except StopAsyncIteration:
@@ -287,8 +287,8 @@ class Ingress:
 def build_app(args: dict | AppSettings) -> Application:
     """The application graph from the YAML's ``args``, validated here so errors name the bad key."""
     settings = args if isinstance(args, AppSettings) else AppSettings.model_validate(args)
-    downloader = Downloader.bind(settings.downloader)
     transcriber = Transcriber.bind(settings.transcriber)
+    downloader = Downloader.bind(settings.downloader, transcriber)
     embedder = Embedder.bind(settings.embedder)
     jobs = JobRunner.bind(downloader, transcriber, embedder, settings)
     return Ingress.bind(downloader, transcriber, embedder, jobs, settings)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
-from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,7 +11,6 @@ from fastapi.responses import JSONResponse
 from deployments.errors import Overloaded, ServiceError
 
 logger = logging.getLogger("transcribe_serve")
-T = TypeVar("T")
 
 
 def error_response(status: int, message: str, type_: str, code: str, param: str | None = None,
@@ -71,17 +68,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     for lost in (ActorDiedError, ActorUnavailableError, ObjectLostError):
         app.add_exception_handler(lost, _replica_lost)
-
-
-async def guarded(response: Awaitable[T]) -> T:
-    """Await a DeploymentHandle call, turning Serve's backpressure into ``Overloaded`` (503, Retry-After).
-
-    Serve registers its own handler for BackPressureError on the ingress app, which answers plain text
-    without Retry-After; raising our own type keeps the answer in OpenAI's shape.
-    """
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
-    try:
-        return await response
-    except (BackPressureError, DeploymentUnavailableError) as error:
-        raise Overloaded(f"the service is at capacity; retry shortly ({error})") from error

@@ -1,16 +1,30 @@
-"""The orchestration behind the routes: downloader → transcriber → embedder, through DeploymentHandles."""
+"""The orchestration behind the routes: downloader → transcriber → embedder, through DeploymentHandles.
+
+Audio never comes here: the downloader decodes it into windows and sends them to the transcribers itself,
+streaming back each window's transcription in order; here they are stitched with their offsets.
+"""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from deployments.errors import InvalidRequest, PayloadTooLarge, UnknownModel
-from deployments.schemas import Passage, Resolved, Segment, TranscribeOptions, Transcription
-from serve_app.errors import guarded
+from deployments.errors import InvalidRequest, PayloadTooLarge, UnknownModel, guarded
+from deployments.schemas import (
+    AudioEnd,
+    Passage,
+    Resolved,
+    Segment,
+    TranscribedWindow,
+    TranscribeOptions,
+    Transcription,
+)
+from deployments.windows import shifted, stitch
 from serve_app.protocol import (
     EmbeddingData,
     EmbeddingRequest,
@@ -34,9 +48,26 @@ def from_captions(resolved: Resolved) -> Transcription:
                          text=" ".join(s.text for s in segments), segments=segments)
 
 
-async def _replay(segments: list[Segment]) -> AsyncIterator[Segment]:
-    for segment in segments:
-        yield segment
+@dataclass
+class Source:
+    """A resolved source: its header, and for audio the rest of the downloader's stream."""
+
+    header: Resolved
+    options: TranscribeOptions
+    rest: Any = None
+    """``TranscribedWindow`` items in order, then ``AudioEnd``; None for captions."""
+
+
+async def _rest(source: Source) -> AsyncIterator[TranscribedWindow | AudioEnd]:
+    """The stream after the header; a reader that stops before its end stops the downloader too."""
+    ended = False
+    try:
+        async for item in source.rest:
+            ended = isinstance(item, AudioEnd)
+            yield item
+    finally:
+        if not ended:
+            source.rest.cancel()
 
 
 class TranscriptPipeline:
@@ -57,25 +88,52 @@ class TranscriptPipeline:
         return name
 
     async def resolve(self, data: bytes | None, filename: str | None, url: str | None, source: str,
-                      language: str | None) -> Resolved:
-        """Captions or decoded audio from uploaded bytes or a URL (exactly one of them)."""
+                      language: str | None, options: TranscribeOptions) -> Source:
+        """Captions, or audio whose windows the downloader is transcribing, from uploaded bytes or a URL (one).
+
+        ``options.vad_filter`` (the transcriber's ``vad_filter`` when None) decides whether windows are cut
+        at silences; the downloader sends each window to the transcribers with ``options``.
+        """
         if (data is None) == (url is None):
             raise InvalidRequest("send exactly one of 'file' and 'url'", param="file")
+        if options.vad_filter is None:
+            options = options.model_copy(update={"vad_filter": self.settings.transcriber.vad_filter})
+        downloader = self.downloader.options(stream=True)
         if data is not None:
-            return await guarded(self.downloader.from_upload.remote(data, filename))
-        return await guarded(self.downloader.resolve.remote(url, source, language))
+            stream = downloader.from_upload.remote(data, filename, options)
+        else:
+            stream = downloader.resolve.remote(url, source, language, options)
+        header = await guarded(stream.__anext__())
+        return Source(header, options, None if header.kind == "captions" else stream)
 
-    async def transcription(self, resolved: Resolved, options: TranscribeOptions) -> Transcription:
-        """The whole transcription: the captions as they are, or ASR of the audio."""
-        if resolved.kind == "captions":
-            return from_captions(resolved)
-        return await guarded(self.transcriber.transcribe.remote(resolved.audio, options))
+    async def transcription(self, source: Source) -> Transcription:
+        """The whole transcription: the captions as they are, or the audio's windows stitched in order."""
+        if source.rest is None:
+            return from_captions(source.header)
+        parts: list[tuple[float, Transcription]] = []
+        duration = 0.0
+        async with aclosing(_rest(source)) as items:
+            async for item in items:
+                if isinstance(item, AudioEnd):
+                    duration = item.duration
+                else:
+                    parts.append((item.start, item.transcription))
+        options = source.options
+        return stitch(parts, duration, self.check_model(options.model), options.language or "en")
 
-    def segments(self, resolved: Resolved, options: TranscribeOptions) -> AsyncIterator[Segment]:
-        """Segments as the transcriber decodes them (or the captions, at once)."""
-        if resolved.kind == "captions":
-            return _replay(resolved.captions or [])
-        return self.transcriber.options(stream=True).stream.remote(resolved.audio, options)
+    async def segments(self, source: Source) -> AsyncIterator[Segment]:
+        """Segments as each window's transcription arrives, in order (or the captions, at once)."""
+        if source.rest is None:
+            for segment in source.header.captions or []:
+                yield segment
+            return
+        count = 0
+        async with aclosing(_rest(source)) as items:
+            async for item in items:
+                if isinstance(item, TranscribedWindow):
+                    for segment in shifted(item.transcription.segments, item.start, count):
+                        yield segment
+                    count += len(item.transcription.segments)
 
     async def transcript(self, request: TranscriptRequest) -> TranscriptResponse:
         """A source's transcript, from captions or ASR, with embedded passages when asked."""
@@ -85,8 +143,10 @@ class TranscriptPipeline:
     async def transcript_and_passages(self, request: TranscriptRequest) -> tuple[TranscriptResponse, list[Passage]]:
         """The transcript and its passages with their vectors (what the store keeps)."""
         model = self.check_model(request.model)
-        resolved = await self.resolve(None, None, request.url, request.source, request.language)
-        result = await self.transcription(resolved, TranscribeOptions(model=model, language=request.language))
+        options = TranscribeOptions(model=model, language=request.language)
+        source = await self.resolve(None, None, request.url, request.source, request.language, options)
+        resolved = source.header
+        result = await self.transcription(source)
         embed = self.settings.ingress.default_embed if request.embed is None else request.embed
         passages: list[Passage] = []
         if embed and result.segments:
@@ -95,7 +155,7 @@ class TranscriptPipeline:
             id=resolved.key,
             url=resolved.url,
             title=resolved.title,
-            duration_s=round(resolved.duration, 3),
+            duration_s=round(result.duration, 3),
             source="captions" if resolved.kind == "captions" else "asr",
             language=result.language,
             model=None if resolved.kind == "captions" else result.model,

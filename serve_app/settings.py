@@ -56,6 +56,21 @@ class DownloaderSettings(Section):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Hosts fetched whatever they resolve to, e.g. an internal media server."
     )
+    window_s: float = Field(
+        30.0, ge=2, le=30, description="Longest audio window, cut at silences; Whisper decodes 30 s at a time."
+    )
+    decode_block_s: float = Field(
+        120.0, gt=0, description="Audio decoded (and searched for silences) at a time; bounds the downloader's memory."
+    )
+    windows_in_flight: int = Field(
+        4, ge=1, description="Windows of one source at the transcribers at once: its fan-out, and its pace."
+    )
+
+    @model_validator(mode="after")
+    def _block_holds_a_window(self) -> DownloaderSettings:
+        if self.decode_block_s < self.window_s:
+            raise ValueError("decode_block_s must be at least window_s")
+        return self
 
 
 class TranscriberSettings(Section):
@@ -79,6 +94,10 @@ class TranscriberSettings(Section):
     vram_ceiling: float = Field(0.8, gt=0, le=1, description="Share of a GPU the replicas on it may fill together.")
     beam_size: int = Field(5, ge=1, le=10)
     vad_filter: bool = Field(True, description="Skip silence (Silero VAD); without it silence can come out as words.")
+    max_batch_size: int = Field(4, ge=1, description="Windows, from any requests, decoded together in one batch.")
+    batch_wait_timeout_s: float = Field(
+        0.05, ge=0, description="How long a batch waits to fill; a lone request waits at most this."
+    )
 
     @model_validator(mode="after")
     def _names_resolve(self) -> TranscriberSettings:

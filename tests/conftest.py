@@ -7,15 +7,18 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import jiwer
+import numpy as np
 import pytest
 
 from benchmarks.harness import BIN, ROOT, LaunchError, LocalApp, load_config, local_app
+from deployments.schemas import AudioEnd, AudioWindow, Resolved
 from tests.fake_youtube import FakeVideo, FakeYouTube
 
 SERVE_BIN = BIN / "serve"
@@ -76,6 +79,52 @@ def write_tone(path: Path, seconds: float, rate: int = 16000) -> Path:
         out.setframerate(rate)
         out.writeframes(samples.tobytes())
     return path
+
+
+@dataclass
+class Gathered:
+    """All that a resolver's stream yielded: its header, its audio windows, and AudioEnd's duration.
+
+    ``duration`` is None for captions, whose stream is the header alone.
+    """
+
+    header: Resolved
+    windows: list[AudioWindow]
+    duration: float | None
+
+    @property
+    def samples(self) -> np.ndarray:
+        """The windows' samples end to end (the whole decoded audio when the stream was cut without VAD)."""
+        return np.concatenate([w.samples for w in self.windows]) if self.windows else np.empty(0, np.float32)
+
+
+def gathered(items: Iterable[object], rate: int = 16000) -> Gathered:
+    """Consume a ``SourceResolver.resolve``/``from_upload`` stream, checking its shape on the way.
+
+    The stream is one ``Resolved`` header, then for audio the windows (16 kHz mono float32, in order,
+    none overlapping the one before, all inside the decoded audio) and one ``AudioEnd``; captions stop
+    after the header. The typed errors a stream raises pass through.
+    """
+    iterator = iter(items)
+    header = next(iterator)
+    assert isinstance(header, Resolved), f"the stream began with {type(header).__name__}, not Resolved"
+    rest = list(iterator)
+    if header.kind == "captions":
+        assert rest == [], f"captions were followed by {[type(item).__name__ for item in rest]}"
+        return Gathered(header, [], None)
+    assert rest and isinstance(rest[-1], AudioEnd), "an audio stream must end with AudioEnd"
+    windows = rest[:-1]
+    assert all(isinstance(w, AudioWindow) for w in windows), [type(w).__name__ for w in windows]
+    duration = rest[-1].duration
+    end = 0.0
+    for window in windows:
+        samples = window.samples
+        assert isinstance(samples, np.ndarray) and samples.dtype == np.float32 and samples.ndim == 1
+        assert samples.size > 0
+        assert window.start >= end - 1 / rate, f"window at {window.start} s overlaps the one ending at {end} s"
+        end = window.start + samples.size / rate
+        assert end <= duration + 1 / rate, f"a window ends at {end} s, past the decoded {duration} s"
+    return Gathered(header, windows, duration)
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,7 @@ def replica_count(deployment: dict[str, Any]) -> int:
 
 
 def test_layout(port: int, store: Path) -> dict[str, Any]:
-    """prod.yaml with the models on CPU, loopback HTTP, short Whisper autoscaling delays and CPU-only work pinned.
+    """prod.yaml with the models on CPU, loopback HTTP, quick Whisper autoscaling and CPU-only work pinned.
 
     Replica counts, ``num_gpus`` and ``memory`` stay prod's. CPU-only deployments run at their prod minimum
     (their autoscaling is not under test, and each replica is a process on a 2-core machine).
@@ -129,9 +129,10 @@ def test_layout(port: int, store: Path) -> dict[str, Any]:
             deployment["num_replicas"] = replica_count(deployment)
             deployment.pop("autoscaling_config", None)
             deployment["ray_actor_options"].update(copy.deepcopy(PINNED))
+    # prod scales at a full batch of windows per replica; a few clients on 2 cores never queue that many
     deployments(config)["Transcriber"]["autoscaling_config"].update(
         max_replicas=TEST_MAX_TRANSCRIBERS, upscale_delay_s=1, downscale_delay_s=5, look_back_period_s=2,
-        metrics_interval_s=0.5)
+        metrics_interval_s=0.5, target_ongoing_requests=1)
     return config
 
 

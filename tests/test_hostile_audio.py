@@ -1,4 +1,8 @@
-"""Hostile and odd media through the decoder and the upload path: typed 4xx errors or correct audio, never a 500."""
+"""Hostile and odd media through the decoder and the upload path: typed 4xx errors or correct audio, never a 500.
+
+Uploads come back as a stream (header, windows, end). Tests that check the decoded samples themselves ask
+for ``vad=False``, whose windows are consecutive and hold all of the audio; the rest keep the default VAD.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployments.audio import decode
+from deployments.audio import decode, decode_blocks
 from deployments.downloader import SourceResolver
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError, SourceFailed, UnsupportedAudio
 from deployments.schemas import TranscribeOptions
 from deployments.transcriber import WhisperEngine
 from serve_app.settings import DownloaderSettings, TranscriberSettings
-from tests.conftest import speak, word_error_rate
+from tests.conftest import Gathered, gathered, speak, word_error_rate
 
 RATE = 16000
 CLIENT_STATUSES = {400, 413, 415, 422}
@@ -65,6 +69,14 @@ def assert_audio(samples: np.ndarray, seconds: float, rel: float = 0.01) -> None
     assert len(samples) / RATE == pytest.approx(seconds, rel=rel)
 
 
+def upload(resolver: SourceResolver, data: bytes, filename: str | None = None, vad: bool = False) -> Gathered:
+    """An upload's whole stream; without VAD its windows hold every decoded sample, in order."""
+    got = gathered(resolver.from_upload(data, filename, vad=vad))
+    if not vad:
+        assert got.samples.size == round(got.duration * RATE), "without VAD the windows must hold all the audio"
+    return got
+
+
 def assert_client_error(error: ServiceError) -> None:
     """A typed 4xx the ingress can answer with, carrying a reason."""
     assert error.status in CLIENT_STATUSES and error.type == "invalid_request_error"
@@ -73,6 +85,18 @@ def assert_client_error(error: ServiceError) -> None:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vad_loaded() -> None:
+    """Silero VAD loaded before any test's private temp dir exists.
+
+    Its onnxruntime session writes a small ``.ses`` file into the temp dir once per process, when the model
+    first loads (the uploads' VAD loads it); that file is the runtime's, not a leak of the upload path.
+    """
+    from faster_whisper.vad import get_vad_model
+
+    get_vad_model()
 
 
 @pytest.fixture(autouse=True)
@@ -127,7 +151,7 @@ def engine() -> WhisperEngine:
 
 def test_an_empty_upload_is_400(resolver: SourceResolver) -> None:
     with pytest.raises(InvalidRequest) as error:
-        resolver.from_upload(b"", "empty.wav")
+        list(resolver.from_upload(b"", "empty.wav"))
     assert error.value.status == 400 and error.value.param == "file"
     assert_client_error(error.value)
 
@@ -146,7 +170,7 @@ NOT_AUDIO = {
 @pytest.mark.parametrize("data", NOT_AUDIO.values(), ids=NOT_AUDIO.keys())
 def test_bytes_that_are_not_audio_are_415(resolver: SourceResolver, data: bytes) -> None:
     with pytest.raises(UnsupportedAudio) as error:
-        resolver.from_upload(data, "upload.wav")
+        list(resolver.from_upload(data, "upload.wav"))
     assert error.value.status == 415 and error.value.code == "unsupported_audio"
     assert "could not be decoded" in error.value.message
     assert_client_error(error.value)
@@ -154,7 +178,7 @@ def test_bytes_that_are_not_audio_are_415(resolver: SourceResolver, data: bytes)
 
 def test_a_wav_cut_after_its_header_is_refused_with_a_reason(resolver: SourceResolver, clip: Path) -> None:
     with pytest.raises((SourceFailed, UnsupportedAudio)) as error:
-        resolver.from_upload(clip.read_bytes()[:44], "header-only.wav")
+        list(resolver.from_upload(clip.read_bytes()[:44], "header-only.wav"))
     assert error.value.status in {415, 422}
     assert isinstance(error.value, UnsupportedAudio) or error.value.code == "no_audio_stream"
     assert_client_error(error.value)
@@ -164,9 +188,11 @@ def test_a_wav_cut_after_its_header_is_refused_with_a_reason(resolver: SourceRes
 def test_a_wav_cut_mid_data_decodes_what_is_there(resolver: SourceResolver, clip: Path, extra: int) -> None:
     data = clip.read_bytes()
     cut = 44 + (len(data) - 44) // 4 * 2 + extra
-    resolved = resolver.from_upload(data[:cut], "cut.wav")
-    assert_audio(resolved.audio, (cut - 44) // 2 / 22050)
-    assert resolved.duration == pytest.approx(len(resolved.audio) / RATE)
+    got = upload(resolver, data[:cut], "cut.wav")
+    assert_audio(got.samples, (cut - 44) // 2 / 22050)
+    assert got.duration == pytest.approx(len(got.samples) / RATE)
+    with_vad = gathered(resolver.from_upload(data[:cut], "cut.wav"))
+    assert with_vad.duration == got.duration and with_vad.windows, "the speech left in the cut file was not found"
 
 
 def test_a_gigantic_declared_data_size_decodes_the_tiny_body(clip: Path) -> None:
@@ -175,8 +201,9 @@ def test_a_gigantic_declared_data_size_decodes_the_tiny_body(clip: Path) -> None
     assert data[36:40] == b"data"
     lying = b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + data[8:40] + struct.pack("<I", 0xFFFFFFF0) + data[44:1044]
     before = peak_rss_mib()
-    resolved = SourceResolver(DownloaderSettings(max_audio_seconds=1)).from_upload(lying, "lying.wav")
-    assert_audio(resolved.audio, 500 / 22050, rel=0.02)
+    got = upload(SourceResolver(DownloaderSettings(max_audio_seconds=1)), lying, "lying.wav")
+    assert_audio(got.samples, 500 / 22050, rel=0.02)
+    assert got.duration == pytest.approx(500 / 22050, rel=0.02)
     assert peak_rss_mib() - before < 256
 
 
@@ -208,40 +235,47 @@ def test_an_honest_info_list_still_decodes(clip: Path, clip_seconds: float) -> N
 def test_many_channels_downmix_to_mono_or_fail_typed(resolver: SourceResolver, channels: int) -> None:
     """Standard layouts (up to 7.1) must downmix at the tone's level; others may be refused with a 415."""
     try:
-        resolved = resolver.from_upload(tone(1.0, rate=8000, channels=channels), f"{channels}ch.wav")
+        got = upload(resolver, tone(1.0, rate=8000, channels=channels), f"{channels}ch.wav")
     except UnsupportedAudio as error:
         assert channels not in {2, 6, 8}, f"{channels} channels refused: {error.message}"
         assert_client_error(error)
         return
-    assert_audio(resolved.audio, 1.0)
-    assert np.abs(resolved.audio).max() == pytest.approx(8000 / 32768, rel=0.05)
+    assert_audio(got.samples, 1.0)
+    assert got.duration == pytest.approx(1.0, rel=0.01)
+    assert np.abs(got.samples).max() == pytest.approx(8000 / 32768, rel=0.05)
 
 
 @pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 96000])
 def test_odd_sample_rates_resample_to_16k_keeping_duration_and_pitch(resolver: SourceResolver, rate: int) -> None:
-    resolved = resolver.from_upload(tone(2.0, rate=rate), f"tone-{rate}.wav")
-    assert_audio(resolved.audio, 2.0)
-    assert resolved.duration == pytest.approx(2.0, rel=0.01)
-    spectrum = np.abs(np.fft.rfft(resolved.audio))
-    assert np.fft.rfftfreq(len(resolved.audio), 1 / RATE)[spectrum.argmax()] == pytest.approx(440, abs=2)
+    got = upload(resolver, tone(2.0, rate=rate), f"tone-{rate}.wav")
+    assert_audio(got.samples, 2.0)
+    assert got.duration == pytest.approx(2.0, rel=0.01)
+    spectrum = np.abs(np.fft.rfft(got.samples))
+    assert np.fft.rfftfreq(len(got.samples), 1 / RATE)[spectrum.argmax()] == pytest.approx(440, abs=2)
 
 
 @pytest.mark.parametrize("name", ["clip.mp3", "clip.ogg", "clip.flac", "clip.mp4"])
 def test_content_decides_not_the_extension(resolver: SourceResolver, encoded: dict[str, bytes], clip_seconds: float,
                                            name: str) -> None:
-    resolved = resolver.from_upload(encoded[name], "misnamed.wav")
-    assert resolved.title == "misnamed.wav"
-    assert_audio(resolved.audio, clip_seconds, rel=0.03)
-    assert np.sqrt(np.mean(resolved.audio**2)) > 0.01
+    got = upload(resolver, encoded[name], "misnamed.wav")
+    assert got.header.title == "misnamed.wav"
+    assert_audio(got.samples, clip_seconds, rel=0.03)
+    assert got.duration == pytest.approx(clip_seconds, rel=0.03)
+    assert np.sqrt(np.mean(got.samples**2)) > 0.01
+    speech = gathered(resolver.from_upload(encoded[name], "misnamed.wav"))
+    assert speech.windows and speech.duration == got.duration
+    assert np.sqrt(np.mean(speech.samples**2)) > 0.01
 
 
 def test_a_wav_named_mp3_decodes(resolver: SourceResolver, clip: Path, clip_seconds: float) -> None:
-    assert_audio(resolver.from_upload(clip.read_bytes(), "really-a-wav.mp3").audio, clip_seconds)
+    got = upload(resolver, clip.read_bytes(), "really-a-wav.mp3")
+    assert_audio(got.samples, clip_seconds)
+    assert got.duration == pytest.approx(clip_seconds)
 
 
 def test_a_video_without_an_audio_stream_is_422(resolver: SourceResolver, encoded: dict[str, bytes]) -> None:
     with pytest.raises(SourceFailed) as error:
-        resolver.from_upload(encoded["silent-video.mp4"], "video.mp4")
+        list(resolver.from_upload(encoded["silent-video.mp4"], "video.mp4"))
     assert error.value.status == 422 and error.value.code == "no_audio_stream"
     assert "no audio stream" in error.value.message
     assert_client_error(error.value)
@@ -256,9 +290,26 @@ def test_audio_past_the_limit_is_413(tmp_path: Path, kind: str) -> None:
         source = tmp_path / "tone.flac"
         ffmpeg("-i", wav, source)
     with pytest.raises(PayloadTooLarge) as error:
-        SourceResolver(DownloaderSettings(max_audio_seconds=2)).from_upload(source.read_bytes(), source.name)
+        list(SourceResolver(DownloaderSettings(max_audio_seconds=2)).from_upload(source.read_bytes(), source.name))
     assert error.value.status == 413 and error.value.code == "audio_too_long"
     assert_client_error(error.value)
+
+
+@pytest.mark.parametrize("name", ["clip.mp3", "clip.ogg", "clip.flac", "clip.mp4", "clip-44k-stereo.wav"])
+def test_blocks_join_to_exactly_the_whole_decode(encoded: dict[str, bytes], name: str) -> None:
+    """Decoding a block at a time changes nothing: full blocks of the asked size, the same samples in all."""
+    blocks = list(decode_blocks(encoded[name], block_s=0.37))
+    assert len(blocks) > 3
+    assert {b.size for b in blocks[:-1]} == {round(0.37 * RATE)} and 0 < blocks[-1].size <= round(0.37 * RATE)
+    assert all(b.dtype == np.float32 and b.ndim == 1 for b in blocks)
+    whole = decode(encoded[name])
+    assert np.array_equal(np.concatenate(blocks), whole)
+
+
+def test_an_upload_of_digital_silence_has_no_windows_but_its_duration(resolver: SourceResolver) -> None:
+    got = gathered(resolver.from_upload(tone(3.0, amplitude=0), "silence.wav"))
+    assert got.windows == [] and got.duration == pytest.approx(3.0)
+    assert upload(resolver, tone(3.0, amplitude=0)).samples.max() == 0
 
 
 def test_digital_silence_transcribes_to_empty_text(engine: WhisperEngine) -> None:

@@ -147,13 +147,14 @@ def test_audio_without_samples_is_422(client: openai.OpenAI, service: Service) -
 
 
 def test_overload_is_503_with_retry_after(service: Service, speech: dict[str, Path]) -> None:
+    """More uploads at once than the Downloader admits (8 sources) and queues (32): the rest get 503."""
     audio = speech["lecture"].read_bytes()
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=300) as http:
             return await asyncio.gather(*(
                 http.post(f"{service.url}/v1/audio/transcriptions", files={"file": ("l.wav", audio)})
-                for _ in range(24)
+                for _ in range(56)
             ))
 
     responses = asyncio.run(burst())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -70,11 +71,77 @@ def test_english_only_model_translates_english_speech_to_its_transcript(engine: 
     assert translated.text == engine.transcribe(audio, TranscribeOptions()).text
 
 
-def test_streamed_segments_equal_the_whole_transcription(engine: WhisperEngine, speech: dict[str, Path]) -> None:
-    audio = decode(speech["lecture"])
-    _, info, segments = engine.stream(audio, TranscribeOptions())
-    assert info.duration == pytest.approx(len(audio) / 16000)
-    assert [s.text for s in segments] == [s.text for s in engine.transcribe(audio, TranscribeOptions()).segments]
+def test_windows_batched_together_give_what_each_gives_alone(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    """Two different clips decoded in one batch: one result per window, in order, each as if decoded alone."""
+    windows = [decode(speech["lecture"]), decode(speech["cooking"])]
+    options = TranscribeOptions()
+    alone = [engine.transcribe_batch([window], [options]) for window in windows]
+    assert [len(result) for result in alone] == [1, 1]
+    batched = engine.transcribe_batch(windows, [options, options])
+    assert len(batched) == 2
+    assert [r.text for r in batched] == [r[0].text for r in alone]
+    assert word_error_rate(SCRIPTS["lecture"], batched[0].text) <= 0.35, batched[0].text
+    assert word_error_rate(SCRIPTS["cooking"], batched[1].text) <= 0.35, batched[1].text
+    for window, result in zip(windows, batched, strict=True):
+        assert result.model == "tiny.en" and result.language == "en"
+        assert result.duration == pytest.approx(len(window) / 16000)
+        assert result.segments, "every window holds speech"
+        assert [s.id for s in result.segments] == list(range(len(result.segments)))
+        for earlier, later in itertools.pairwise(result.segments):
+            assert earlier.end <= later.start + 0.05, "segments of a window follow each other"
+        assert all(0 <= s.start < s.end <= result.duration for s in result.segments)
+    reversed_order = engine.transcribe_batch(windows[::-1], [options, options])
+    assert [r.text for r in reversed_order] == [r.text for r in batched[::-1]]
+
+
+def test_batched_word_timestamps_are_relative_to_their_own_window(engine: WhisperEngine,
+                                                                  speech: dict[str, Path]) -> None:
+    windows = [decode(speech[name]) for name in ("history", "cooking", "lecture")]
+    options = TranscribeOptions(word_timestamps=True)
+    results = engine.transcribe_batch(windows, [options] * len(windows))
+    assert len(results) == len(windows)
+    for name, window, result in zip(("history", "cooking", "lecture"), windows, results, strict=True):
+        seconds = len(window) / 16000
+        words = [w for s in result.segments for w in (s.words or [])]
+        assert len(words) >= 15, (name, words)
+        starts = [w.start for w in words]
+        assert starts == sorted(starts), name
+        assert all(0 <= w.start <= w.end <= seconds + 0.05 for w in words), (name, seconds, words)
+        assert words[0].start < 1.0, f"{name}: the first word is not near its window's start: {words[0]}"
+        assert words[-1].end > seconds - 2.0, f"{name}: the last word is far from its window's end: {words[-1]}"
+        assert words[0].word.lower().startswith(SCRIPTS[name].split()[0].lower())
+
+
+def test_a_batch_mixing_options_keeps_each_windows_place(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    """Windows that cannot share a decoding pass (other options) still come back in the order given."""
+    windows = [decode(speech[name]) for name in ("history", "cooking", "lecture")]
+    options = [TranscribeOptions(word_timestamps=True), TranscribeOptions(), TranscribeOptions(word_timestamps=True)]
+    results = engine.transcribe_batch(windows, options)
+    assert [r.segments[0].words is not None for r in results] == [True, False, True]
+    for name, result in zip(("history", "cooking", "lecture"), results, strict=True):
+        assert word_error_rate(SCRIPTS[name], result.text) <= 0.35, (name, result.text)
+    assert engine.transcribe_batch([], []) == []
+
+
+def test_long_audio_is_windowed_and_stitched(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    """Past 30 s, ``transcribe`` cuts windows, decodes them in a batch and puts each segment at its place."""
+    import numpy as np
+
+    clips = [decode(speech[name]) for name in ("lecture", "history", "cooking", "lecture")]
+    gap = np.zeros(4 * 16000, dtype=np.float32)
+    audio = np.concatenate([part for clip in clips for part in (clip, gap)])
+    assert len(audio) / 16000 > 30
+    result = engine.transcribe(audio, TranscribeOptions(), window_s=10)
+    script = " ".join(SCRIPTS[name] for name in ("lecture", "history", "cooking", "lecture"))
+    assert word_error_rate(script, result.text) <= 0.25, result.text
+    assert result.duration == pytest.approx(len(audio) / 16000)
+    assert [s.id for s in result.segments] == list(range(len(result.segments)))
+    assert len(result.segments) >= 4
+    for before, after in zip(result.segments, result.segments[1:], strict=False):
+        assert before.end <= after.start + 0.01, (before, after)
+    onsets = np.cumsum([0] + [len(c) + len(gap) for c in clips[:-1]]) / 16000
+    for onset in onsets:  # each clip begins a segment near where it begins in the audio
+        assert min(abs(s.start - onset) for s in result.segments) < 1.0, (onset, [s.start for s in result.segments])
 
 
 def test_silence_gives_an_empty_transcript(engine: WhisperEngine) -> None:
