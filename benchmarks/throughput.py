@@ -10,8 +10,10 @@ the same model and decoding settings (configs/local.yaml's transcriber args), me
 2. the naive design from the incident: a new WhisperModel for every request;
 3. the service (``local_app``, the config as ``serve run`` deploys it), one client at a time;
 4. the service under 2, 4, 8 and 16 concurrent clients;
-5. one long file: directly, through the service as one request (there is no fan-out yet), and as N
-   concurrent requests each carrying 1/N of it: the upper bound a fan-out could reach.
+5. one long file: directly, through the service with one Transcriber replica, and through a second app
+   whose Transcriber has ``--fanout-replicas`` replicas sharing the same cores (the file's windows fan out);
+6. a YouTube mix (half the videos captioned) through ``/v1/transcripts`` against a local YouTube double:
+   the audio that captions answered, never downloaded or decoded, is counted.
 
 Each row has audio hours per wall hour, the real-time factor, p50/p95 latency, the peak RSS of each
 process, model loads, 503 retries and the WER against the script. Writes ``<machine>-<date>.json``, the
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import dataclasses
 import functools
 import io
 import json
@@ -46,12 +50,13 @@ import httpx
 import numpy as np
 
 from benchmarks.harness import ROOT, load_config, local_app
-from benchmarks.soak import model_loads, replica_memory
+from benchmarks.soak import gpu_config, model_loads, replica_memory
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
     from serve_app.settings import TranscriberSettings
+    from tests.fake_youtube import FakeYouTube
 
 SENTENCES = [
     "Today we talk about the water cycle and how the rain moves from the clouds into the rivers.",
@@ -72,6 +77,8 @@ FULL_CLIPS = {"10s": 10.0, "30s": 30.0, "2min": 120.0}
 QUICK_CLIPS = {"5s": 5.0, "15s": 15.0}
 GAP_S = 0.3
 """Silence between two sentences of a clip."""
+MIX_CLIENTS = 4
+"""Concurrent clients of the YouTube mix."""
 MAX_RETRIES = 200
 """503 answers one request may get before it counts as failed."""
 MIB = 2**20
@@ -91,13 +98,14 @@ class Voice:
 
 @dataclass(frozen=True)
 class Clip:
-    """A WAV file and its script."""
+    """A WAV file and its script; with ``video``, the id under which the YouTube double serves it."""
 
     name: str
     wav: bytes
     text: str
     seconds: float
     pieces: tuple[int, ...]
+    video: str | None = None
 
 
 @dataclass
@@ -173,14 +181,28 @@ def clip_of(name: str, voice: Voice, seconds: float, order: Iterator[int]) -> Cl
     return make_clip(name, voice, tuple(pieces))
 
 
-def split(long: Clip, voice: Voice, parts: int) -> list[Clip]:
-    """``long`` cut at sentence boundaries into ``parts`` clips of about equal length."""
-    bounds, elapsed, groups = [long.seconds * (k + 1) / parts for k in range(parts)], 0.0, [[] for _ in range(parts)]
-    for piece in long.pieces:
-        middle = elapsed + voice.seconds(piece) / 2
-        groups[next(k for k, bound in enumerate(bounds) if middle <= bound or k == parts - 1)].append(piece)
-        elapsed += voice.seconds(piece)
-    return [make_clip(f"{long.name}-part{k + 1}of{parts}", voice, tuple(g)) for k, g in enumerate(groups) if g]
+def timed_script(voice: Voice, clip: Clip) -> list[tuple[float, float, str]]:
+    """The clip's script as a caption track: (start, duration, sentence) for each sentence."""
+    track, at = [], 0.0
+    for piece in clip.pieces:
+        track.append((round(at, 2), round(voice.seconds(piece), 2), SENTENCES[piece]))
+        at += voice.seconds(piece)
+    return track
+
+
+def youtube_double(voice: Voice, clips: list[Clip], folder: Path) -> tuple[FakeYouTube, list[Clip]]:
+    """The tests' local YouTube double serving each clip twice: with manual captions (its script), and without."""
+    from tests.fake_youtube import FakeVideo, FakeYouTube
+
+    fake, videos = FakeYouTube(), []
+    for index, clip in enumerate(clips):
+        path = folder / f"{clip.name}.wav"
+        path.write_bytes(clip.wav)
+        for prefix, track in (("capt", timed_script(voice, clip)), ("asrv", None)):
+            video = f"{prefix}{index:07d}"  # YouTube ids are 11 characters
+            fake.videos[video] = FakeVideo(clip.name, audio=path, captions=track)
+            videos.append(dataclasses.replace(clip, video=video))
+    return fake, videos
 
 
 def workload(clips: list[Clip], repetitions: int, clients: int) -> list[Clip]:
@@ -192,17 +214,25 @@ def workload(clips: list[Clip], repetitions: int, clients: int) -> list[Clip]:
 
 
 class PeakRss:
-    """Samples RSS by process in a thread and keeps each one's maximum."""
+    """Samples figures by key (RSS by process, or a GPU's) in a thread and keeps each one's maximum.
 
-    def __init__(self, read: Callable[[], dict[str, int]], interval_s: float = 0.25) -> None:
+    With ``timeline`` every sample is kept too, as (seconds since the start, figures).
+    """
+
+    def __init__(self, read: Callable[[], dict[str, int]], interval_s: float = 0.25, timeline: bool = False) -> None:
         self.read, self.interval_s = read, interval_s
         self.peaks: dict[str, int] = {}
+        self.timeline: list[tuple[float, dict[str, int]]] | None = [] if timeline else None
+        self._started = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> None:
-        for key, rss in self.read().items():
-            self.peaks[key] = max(rss, self.peaks.get(key, 0))
+        figures = self.read()
+        for key, value in figures.items():
+            self.peaks[key] = max(value, self.peaks.get(key, 0))
+        if self.timeline is not None:
+            self.timeline.append((round(time.perf_counter() - self._started, 2), figures))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -217,6 +247,24 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+
+def gpu_figures() -> dict[str, int]:
+    """Each GPU's utilisation (%) and memory used (bytes) now, keyed ``gpu<N>/util`` and ``gpu<N>/vram``."""
+    from deployments.metrics import read_devices
+
+    return {f"gpu{index}/{key}": device[key] for index, device in enumerate(read_devices()) for key in ("util", "vram")}
+
+
+def gpu_summary(sampled: PeakRss) -> dict[str, Any]:
+    """GPU utilisation (mean, peak) and VRAM (peak, the card's size) over the service's run, and the timeline."""
+    from deployments.metrics import read_devices
+
+    timeline = sampled.timeline or []
+    util = [figures.get("gpu0/util", 0) for _, figures in timeline]
+    return {"util_mean_pct": round(sum(util) / len(util), 1) if util else None,
+            "util_peak_pct": max(util, default=None), "vram_peak_mib": round(sampled.peaks.get("gpu0/vram", 0) / MIB),
+            "vram_total_mib": round(read_devices()[0]["total"] / MIB), "timeline": timeline}
 
 
 def this_process() -> dict[str, int]:
@@ -308,10 +356,16 @@ class Naive:
 
 
 async def post(http: httpx.AsyncClient, url: str, clip: Clip) -> tuple[str | None, int]:
-    """One transcription; a 503 is retried after its Retry-After. Returns the text (None: failed) and retries."""
+    """One transcription (of the upload, or of the clip's video by URL); a 503 is retried after its Retry-After.
+
+    Returns the text (None: failed) and the retries.
+    """
     for retries in range(MAX_RETRIES + 1):
-        response = await http.post(f"{url}/v1/audio/transcriptions", data={"response_format": "json"},
-                                   files={"file": (f"{clip.name}.wav", clip.wav, "audio/wav")})
+        if clip.video is None:
+            response = await http.post(f"{url}/v1/audio/transcriptions", data={"response_format": "json"},
+                                       files={"file": (f"{clip.name}.wav", clip.wav, "audio/wav")})
+        else:
+            response = await http.post(f"{url}/v1/transcripts", json={"url": clip.video, "embed": False})
         if response.status_code == 200:
             return response.json()["text"], retries
         if response.status_code != 503:
@@ -350,14 +404,6 @@ async def clients(url: str, work: list[Clip], concurrency: int) -> Run:
         run.audio_s.append(work[index].seconds)
         run.references.append(work[index].text)
     return run
-
-
-def as_one_file(parts: Run, long: Clip) -> Run:
-    """Parts of one file as that file: its latency is until the last part returned, its text the parts joined."""
-    complete = parts.failed == 0
-    return Run(audio_s=[long.seconds] if complete else [], latency_s=[parts.wall_s] if complete else [],
-               texts=[" ".join(parts.texts)] if complete else [], references=[long.text] if complete else [],
-               wall_s=parts.wall_s, retries=parts.retries, failed=0 if complete else 1)
 
 
 # --- rows --------------------------------------------------------------------------------------------------
@@ -409,6 +455,25 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
+def notes(rows: list[dict[str, Any]]) -> list[str]:
+    """What the fan-out and the captions bought, in words."""
+    by = {r["kind"]: r for r in rows}
+    found = []
+    one, many = by.get("long_service"), by.get("long_fanout")
+    if one and many and one["latency_p50_s"] and many["latency_p50_s"]:
+        found.append(f"long file latency: {one['latency_p50_s']} s through 1 Transcriber replica, "
+                     f"{many['latency_p50_s']} s fanned out ({many['label'].split(': ')[1]}), "
+                     f"{one['latency_p50_s'] / many['latency_p50_s']:.2f}x")
+    mix = by.get("youtube_mix")
+    if mix and mix.get("audio_s_by_source"):
+        sources = mix["audio_s_by_source"]
+        total = sum(sources.values())
+        captions = sources.get("captions", 0.0)
+        found.append(f"YouTube mix: {captions:.0f} of {total:.0f} audio seconds ({100 * captions / total:.0f}%) came "
+                     "from captions, never downloaded, decoded or transcribed")
+    return found
+
+
 # --- output ------------------------------------------------------------------------------------------------
 
 
@@ -454,6 +519,7 @@ def table(result: dict[str, Any]) -> str:
               "concurrency it rises while throughput grows. Δ WER: percentage points against the direct library on "
               "the same audio. Model loads: for the service, the Transcriber replica's loads since it started.", ""]
     lines += [f"- {t['target']}: {t['reached']} — {'met' if t['met'] else 'not met'}" for t in result["targets"]]
+    lines += [f"- {note}" for note in notes(result["rows"])]
     command = " ".join(["python -m benchmarks.throughput", *shown_argv(result["argv"])])
     lines += ["", f"Reproduce: `make bench` for the full run; this one was `{command}`."]
     return "\n".join(lines) + "\n"
@@ -474,7 +540,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for kind, style, label in lines:
         axes.axhline(next(r for r in rows if r["kind"] == kind)["audio_hours_per_hour"], linestyle=style,
                      color="grey" if kind == "direct" else "red", label=label)
-    for kind, marker in [("long_direct", "s"), ("long_service", "^"), ("long_fanout_bound", "D")]:
+    for kind, marker in [("long_direct", "s"), ("long_service", "^"), ("long_fanout", "D")]:
         r = next(r for r in rows if r["kind"] == kind)
         axes.plot([r["clients"]], [r["audio_hours_per_hour"]], marker, label=r["label"])
     ticks = sorted({1, *[c for c, _ in service], *[r["clients"] for r in rows]})
@@ -485,6 +551,27 @@ def plot(result: dict[str, Any], path: Path) -> None:
     axes.set_ylim(bottom=0)
     axes.set_title(f"transcribe-serve throughput ({result['machine']}, {result['model']})")
     axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_gpu(gpu: dict[str, Any], path: Path) -> None:
+    """GPU utilisation and VRAM over the service's part of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds = [t for t, _ in gpu["timeline"]]
+    figure, (util, vram) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    util.plot(seconds, [f.get("gpu0/util", 0) for _, f in gpu["timeline"]])
+    util.set_ylabel("GPU utilisation %")
+    vram.plot(seconds, [f.get("gpu0/vram", 0) / MIB for _, f in gpu["timeline"]])
+    vram.axhline(0.8 * gpu["vram_total_mib"], linestyle="--", color="red", label="80% of the card")
+    vram.set_ylabel("VRAM used MiB")
+    vram.set_xlabel("seconds")
+    vram.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -515,11 +602,11 @@ def naive_row(settings: TranscriberSettings, clips: list[Clip], repetitions: int
     return row("naive", "naive: new WhisperModel per request", 1, run, peak.peaks, naive.loads)
 
 
-def service_rows(config: dict[str, Any], folder: Path, clips: list[Clip], long: Clip, parts: list[Clip],
-                 repetitions: int, concurrency: list[int]) -> list[dict]:
-    """Modes 3, 4 and 5 against one running app."""
+def service_rows(config: dict[str, Any], folder: Path, clips: list[Clip], long: Clip, videos: list[Clip],
+                 repetitions: int, concurrency: list[int], gpus: int | None) -> list[dict]:
+    """Modes 3, 4, the first half of 5, and 6, against one running app."""
     rows = []
-    with local_app(config, folder) as app:
+    with local_app(config, folder, num_cpus=os.cpu_count() or 2 if gpus else 2, num_gpus=gpus) as app:
         asyncio.run(clients(app.url, clips[:1], 1))  # warm-up, not counted
         read = functools.partial(service_processes, app.head_pid)
         for count in [1, *concurrency]:
@@ -529,19 +616,48 @@ def service_rows(config: dict[str, Any], folder: Path, clips: list[Clip], long: 
             rows.append(row("service", label, count, run, peak.peaks, model_loads(app.url)["model_loads"]))
         with PeakRss(read) as peak:
             run = asyncio.run(clients(app.url, [long], 1))
-        rows.append(row("long_service", "long file, service: single request (no fan-out yet)", 1, run, peak.peaks,
-                        model_loads(app.url)["model_loads"]))
+        rows.append(row("long_service", f"long file, service: {transcriber_replicas(config)} Transcriber replica(s)",
+                        1, run, peak.peaks, model_loads(app.url)["model_loads"]))
+        before = downloaded_audio(app.url)
         with PeakRss(read) as peak:
-            run = as_one_file(asyncio.run(clients(app.url, parts, len(parts))), long)
-        rows.append(row("long_fanout_bound", f"long file, service: {len(parts)} concurrent 1/{len(parts)} parts "
-                        "(upper bound for fan-out)", len(parts), run, peak.peaks, model_loads(app.url)["model_loads"]))
+            run = asyncio.run(clients(app.url, videos, MIX_CLIENTS))
+        by_source = {kind: round(total - before.get(kind, 0.0), 2) for kind, total in downloaded_audio(app.url).items()}
+        rows.append({**row("youtube_mix", "YouTube mix, half captioned, /v1/transcripts", MIX_CLIENTS, run,
+                           peak.peaks, model_loads(app.url)["model_loads"]), "audio_s_by_source": by_source})
     return rows
 
 
-def fanout_parts(config: dict[str, Any]) -> int:
-    """How many decodes the Transcriber runs at once: replicas × max_ongoing_requests."""
-    deployment = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Transcriber")
-    return int(deployment.get("num_replicas", 1)) * int(deployment.get("max_ongoing_requests", 5))
+def downloaded_audio(url: str) -> dict[str, float]:
+    """The Downloader's audio seconds so far by how they were answered: ``asr`` (decoded) or ``captions``."""
+    stats = httpx.get(f"{url}/stats", timeout=60).raise_for_status().json()["Downloader"]
+    return stats["audio_seconds_by_model"]
+
+
+def transcriber_replicas(config: dict[str, Any]) -> int:
+    """How many Transcriber replicas ``config`` runs."""
+    return int(next(d for d in config["applications"][0]["deployments"] if d["name"] == "Transcriber")
+               .get("num_replicas", 1))
+
+
+def replicated(config: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """``config`` with ``replicas`` Transcriber replicas splitting its decoding threads (the same cores in all)."""
+    config = copy.deepcopy(config)
+    app = config["applications"][0]
+    transcriber = app["args"]["transcriber"]
+    transcriber["cpu_threads"] = max(1, transcriber.get("cpu_threads", 2) // replicas)
+    next(d for d in app["deployments"] if d["name"] == "Transcriber")["num_replicas"] = replicas
+    return config
+
+
+def fanout_row(config: dict[str, Any], folder: Path, clips: list[Clip], long: Clip, replicas: int,
+               gpus: int | None) -> dict:
+    """Mode 5's second half: the long file through an app with ``replicas`` Transcriber replicas."""
+    with local_app(replicated(config, replicas), folder, num_cpus=replicas + 1, num_gpus=gpus) as app:
+        asyncio.run(clients(app.url, clips[:1] * replicas, replicas))  # warm-up of every replica, not counted
+        with PeakRss(functools.partial(service_processes, app.head_pid)) as peak:
+            run = asyncio.run(clients(app.url, [long], 1))
+        loads = model_loads(app.url)["model_loads"]
+    return row("long_fanout", f"long file, service: {replicas} Transcriber replica(s)", 1, run, peak.peaks, loads)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -551,13 +667,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--long-minutes", type=float, default=None, help="length of the long file (10; quick 0.5)")
     parser.add_argument("--concurrency", default="2,4,8,16", help="concurrent clients, comma-separated")
     parser.add_argument("--repetitions", type=int, default=None, help="times each clip is sent (3; quick 1)")
-    parser.add_argument("--fanout-parts", type=int, default=None,
-                        help="parts of the long file for the fan-out bound (Transcriber replicas × max_ongoing)")
+    parser.add_argument("--fanout-replicas", type=int, default=None,
+                        help="Transcriber replicas of the second long-file app (2 sharing the cores; --gpu: 1)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the GPU layout of benchmarks.soak --gpu (four Whisper replicas on one card)")
     parser.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"))
     args = parser.parse_args(argv)
     args.long_minutes = args.long_minutes or (0.5 if args.quick else 10.0)
     args.repetitions = args.repetitions or (1 if args.quick else 3)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.fanout_replicas = args.fanout_replicas or (1 if args.gpu else 2)
     return args
 
 
@@ -565,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a TERM still stops the cluster it started
     config = load_config(Path(args.config))
+    config, gpus = (gpu_config(config), 1) if args.gpu else (config, None)
     with tempfile.TemporaryDirectory() as scratch:
         config["applications"][0]["args"]["store"]["uri"] = str(Path(scratch) / "store")
         settings = transcriber_settings(config)
@@ -572,25 +692,30 @@ def main(argv: list[str] | None = None) -> int:
         order = sentence_order(len(SENTENCES))
         clips = [clip_of(name, voice, s, order) for name, s in (QUICK_CLIPS if args.quick else FULL_CLIPS).items()]
         long = clip_of(f"long-{args.long_minutes:g}min", voice, args.long_minutes * 60, order)
-        parts = split(long, voice, args.fanout_parts or fanout_parts(config))
+        fake, videos = youtube_double(voice, clips, Path(scratch))
+        downloader = config["applications"][0]["args"]["downloader"]
+        downloader.update(youtube_base_url=fake.base_url, allow_private_networks=True)  # the double is on loopback
         started, load_start = time.perf_counter(), [round(x, 1) for x in os.getloadavg()]
         rows = direct_rows(settings, clips, long, args.repetitions)
         rows.append(naive_row(settings, clips, args.repetitions))
-        rows += service_rows(config, Path(scratch) / "app", clips, long, parts, args.repetitions, args.concurrency)
+        with fake, PeakRss(gpu_figures, interval_s=0.5, timeline=True) as gpu:
+            rows += service_rows(config, Path(scratch) / "app", clips, long, videos, args.repetitions,
+                                 args.concurrency, gpus)
+            rows.append(fanout_row(config, Path(scratch) / "fanout", clips, long, args.fanout_replicas, gpus))
     compare(rows)
-    result = write(args, argv, settings, clips + [long], rows, started, load_start)
+    result = write(args, argv, settings, clips + [long], rows, started, load_start, gpu_summary(gpu) if gpus else None)
     print(table(result))
     return 0
 
 
 def write(args: argparse.Namespace, argv: list[str] | None, settings: TranscriberSettings, clips: list[Clip],
-          rows: list[dict], started: float, load_start: list[float]) -> dict[str, Any]:
+          rows: list[dict], started: float, load_start: list[float], gpu: dict[str, Any] | None) -> dict[str, Any]:
     """The JSON, the markdown table and the PNG under ``--out``; returns the result."""
     import ctranslate2
     import faster_whisper
     import ray
 
-    machine = f"{platform.node() or 'host'}-{os.cpu_count()}cpu"
+    machine = f"{platform.node() or 'host'}-{'gpu' if gpu else f'{os.cpu_count()}cpu'}"
     result = {
         "machine": machine, "date": date.today().isoformat(), "quick": args.quick, "argv": list(argv or sys.argv[1:]),
         "config": args.config, "model": settings.default_model,
@@ -602,6 +727,7 @@ def write(args: argparse.Namespace, argv: list[str] | None, settings: Transcribe
         "repetitions": args.repetitions, "concurrency": args.concurrency,
         "load_average_start": load_start, "load_average_end": [round(x, 1) for x in os.getloadavg()],
         "total_wall_s": round(time.perf_counter() - started, 1), "rows": rows, "targets": targets(rows),
+        "gpu": gpu,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -609,6 +735,8 @@ def write(args: argparse.Namespace, argv: list[str] | None, settings: Transcribe
     Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
     Path(f"{stem}.md").write_text(table(result))
     plot(result, Path(f"{stem}.png"))
+    if gpu:
+        plot_gpu(gpu, Path(f"{stem}-gpu.png"))
     print(f"wrote {stem}.json, .md and .png")
     return result
 

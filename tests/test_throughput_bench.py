@@ -15,7 +15,7 @@ from benchmarks.throughput import main
 
 pytestmark = pytest.mark.serve
 
-KINDS = {"direct", "naive", "service", "long_direct", "long_service", "long_fanout_bound"}
+KINDS = {"direct", "naive", "service", "long_direct", "long_service", "youtube_mix", "long_fanout"}
 
 
 def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
@@ -32,9 +32,14 @@ def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
         assert row["latency_p50_s"] <= row["latency_p95_s"], row
         assert row["peak_rss_mib"], row
     for row in rows:
-        if row["kind"] in {"service", "long_service", "long_fanout_bound"}:
+        if row["kind"] in {"service", "long_service", "youtube_mix", "long_fanout"}:
             assert row["model_loads"] == 1, row
             assert any(key.startswith("Transcriber/") for key in row["peak_rss_mib"]), row
+    (fanout,) = [row for row in rows if row["kind"] == "long_fanout"]
+    assert sum(key.startswith("Transcriber/") for key in fanout["peak_rss_mib"]) == 2, fanout
+    (mix,) = [row for row in rows if row["kind"] == "youtube_mix"]
+    captions, asr = mix["audio_s_by_source"]["captions"], mix["audio_s_by_source"]["asr"]
+    assert captions == pytest.approx(asr, rel=0.05) and captions + asr == pytest.approx(mix["audio_s"], rel=0.05)
     (naive,) = [row for row in rows if row["kind"] == "naive"]
     assert naive["model_loads"] == naive["requests"] > 1
     assert path.with_suffix(".md").read_text().count("\n| ") == len(rows) + 2
