@@ -8,7 +8,6 @@ on success and on error.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from bisect import bisect_right
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray import serve
 
+from deployments.batcher import Batcher
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.gpu_budget import assigned_gpu_share, check_vram_budget, this_process_on_gpu
 from deployments.metrics import ReplicaMetrics, memory_now
@@ -41,6 +41,8 @@ MIN_REST_S = 1.0
 """Audio left after a window's last segment that is decoded again; less is the VAD's padding."""
 EXPIRY_INTERVAL_S = 30.0
 """How often a replica looks for models idle past ``model_idle_ttl_s``."""
+Window = tuple[np.ndarray, TranscribeOptions]
+"""One window's samples and the options of the request it belongs to."""
 ModelKey = tuple[str, str, str]
 """(model name, device, compute_type): what makes two loaded models different."""
 
@@ -253,17 +255,20 @@ def _segment(segment: Any, offset: float, duration: float) -> Segment:
 class Transcriber:
     """Serve wrapper: one engine (and its loaded model) per replica, batching windows across requests.
 
-    Up to ``max_batch_size`` windows that arrive within ``batch_wait_timeout_s`` decode together in a
-    worker thread (so the event loop keeps collecting the next batch); ``max_ongoing_requests`` should be
-    at least ``max_batch_size`` for batches to fill.
+    A batch is every window waiting when a decoder comes free, up to ``max_batch_size``; a window that
+    finds one idle waits at most ``batch_wait_timeout_s`` for company (``deployments.batcher`` says why
+    not ``serve.batch``). ``num_workers`` batches decode at once, on CTranslate2's parallel workers.
+    ``max_ongoing_requests`` of about (``num_workers`` + 1) × ``max_batch_size`` lets the next batch gather
+    while those decode.
     """
 
     def __init__(self, settings: TranscriberSettings) -> None:
-        self._batched.set_max_batch_size(settings.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        self.batch_sizes: Counter[int] = Counter()
         self.metrics = ReplicaMetrics("Transcriber")
         self.engine = WhisperEngine(settings, on_load=self.metrics.model_loaded)
+        self.batch_sizes: Counter[int] = Counter()
+        self.batcher: Batcher[Window, Transcription] = Batcher(
+            self._decode, settings.max_batch_size, settings.batch_wait_timeout_s, concurrency=settings.num_workers,
+            on_batch=self._count_batch)
         if settings.device != "cpu" and (measured := this_process_on_gpu()) is not None:
             check_vram_budget(*measured, gpu_share=assigned_gpu_share(), ceiling=settings.vram_ceiling)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
@@ -275,20 +280,22 @@ class Transcriber:
             self.metrics.models_resident(self.engine.stats()["models_resident"])
 
     async def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
-        """One window (at most 30 s), decoded in a batch with the windows that arrive with it, from any request."""
+        """One window (at most 30 s), decoded in a batch with the windows waiting with it, from any request."""
         name, _ = self.engine.check(options)  # a bad request fails alone, never the batch it would join
         with self.metrics.track("transcribe", name, timed=False):
-            return await self._batched(samples, options)
+            return await self.batcher.submit((samples, options))
 
-    @serve.batch
-    async def _batched(self, samples: list[np.ndarray], options: list[TranscribeOptions]) -> list[Transcription]:
+    def _decode(self, windows: list[Window]) -> list[Transcription]:
+        """One batch, in the batcher's worker thread; its audio and time go to the metrics together."""
         started = time.perf_counter()
-        self.batch_sizes[len(samples)] += 1
-        results = await asyncio.to_thread(self.engine.transcribe_batch, samples, options)
-        elapsed, audio = time.perf_counter() - started, sum(len(s) for s in samples) / SAMPLE_RATE
-        self.metrics.audio(audio, elapsed, results[0].model)
+        results = self.engine.transcribe_batch([w for w, _ in windows], [o for _, o in windows])
+        audio = sum(len(w) for w, _ in windows) / SAMPLE_RATE
+        self.metrics.audio(audio, time.perf_counter() - started, results[0].model)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
         return results
+
+    def _count_batch(self, size: int) -> None:
+        self.batch_sizes[size] += 1
 
     def stats(self) -> dict[str, Any]:
         """The engine's model figures, windows in flight now, batches by size so far, and this process's memory."""

@@ -85,7 +85,9 @@ class TranscriberSettings(Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = Field(2, ge=1)
-    num_workers: int = Field(1, ge=1)
+    num_workers: int = Field(
+        1, ge=1, description="Batches decoded at once (CTranslate2's parallel workers sharing the model)."
+    )
     max_models: int = Field(2, ge=1, description="Models one replica keeps loaded at most (LRU).")
     model_idle_ttl_s: float | None = Field(
         600, gt=0, description="Unload a model other than the default after this long unused; null keeps it."

@@ -1,0 +1,101 @@
+"""The Transcriber's batcher, without Ray or a model: batches form when the previous one is done."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from deployments.batcher import Batcher
+
+
+class Model:
+    """Doubles numbers; the first batch holds until released, so that others can queue behind it."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def run(self, items: list[int]) -> list[int]:
+        self.batches.append(items)
+        self.started.set()
+        self.release.wait(timeout=60)
+        if -1 in items:
+            raise ValueError("a bad batch")
+        return [2 * item for item in items]
+
+
+async def queued_behind_a_busy_batch(model: Model, batcher: Batcher[int, int], later: list[int]) -> list:
+    """Submit 1, wait until it decodes, submit ``later`` while it does, release it; every caller's answer."""
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.to_thread(model.started.wait, 60)
+    rest = [asyncio.create_task(batcher.submit(item)) for item in later]
+    for _ in range(5):
+        await asyncio.sleep(0)  # let the submissions reach the queue (turns of the event loop, not time)
+    model.release.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+def test_what_queues_during_a_batch_is_the_next_batch_up_to_its_size() -> None:
+    model, sizes = Model(), []
+    batcher = Batcher(model.run, max_size=4, wait_s=0.01, on_batch=sizes.append)
+    answers = asyncio.run(queued_behind_a_busy_batch(model, batcher, [2, 3, 4, 5, 6]))
+    assert answers == [2, 4, 6, 8, 10, 12]
+    assert model.batches == [[1], [2, 3, 4, 5], [6]]
+    assert sizes == [1, 4, 1]
+
+
+def test_a_failed_batch_fails_its_callers_only() -> None:
+    model = Model()
+    batcher = Batcher(model.run, max_size=2, wait_s=0.01)
+
+    async def scenario() -> tuple[list, int]:
+        answers = await queued_behind_a_busy_batch(model, batcher, [-1, 3, 4])
+        return answers, await batcher.submit(7)
+
+    answers, after = asyncio.run(scenario())
+    assert answers[0] == 2
+    assert all(isinstance(a, ValueError) for a in answers[1:3]), answers
+    assert answers[3] == 8 and after == 14, "the worker must go on after a failed batch"
+
+
+def test_a_caller_that_went_away_is_left_out() -> None:
+    model = Model()
+    batcher = Batcher(model.run, max_size=4, wait_s=0.01)
+
+    async def scenario() -> int:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(model.started.wait, 60)
+        gone = asyncio.create_task(batcher.submit(2))
+        stays = asyncio.create_task(batcher.submit(3))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gone.cancel()
+        model.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await first
+        return await stays
+
+    assert asyncio.run(scenario()) == 6
+    assert model.batches == [[1], [3]]
+
+
+def test_two_workers_decode_two_batches_at_once() -> None:
+    """With concurrency 2 a second batch starts while the first still runs (it would deadlock otherwise)."""
+    both_running = threading.Barrier(2, timeout=60)
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if len(batches) <= 2:
+            both_running.wait()  # returns only when two batches are in run() together
+        return items
+
+    async def scenario() -> list[int]:
+        batcher = Batcher(run, max_size=2, wait_s=0.01, concurrency=2)
+        return await asyncio.gather(*(batcher.submit(i) for i in range(4)))
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3]
+    assert sorted(i for batch in batches for i in batch) == [0, 1, 2, 3]
