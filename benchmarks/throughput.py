@@ -640,11 +640,12 @@ def transcriber_replicas(config: dict[str, Any]) -> int:
 
 
 def replicated(config: dict[str, Any], replicas: int) -> dict[str, Any]:
-    """``config`` with ``replicas`` Transcriber replicas splitting its decoding threads (the same cores in all)."""
+    """``config`` with ``replicas`` Transcriber replicas splitting its threads and workers (the same cores in all)."""
     config = copy.deepcopy(config)
     app = config["applications"][0]
     transcriber = app["args"]["transcriber"]
     transcriber["cpu_threads"] = max(1, transcriber.get("cpu_threads", 2) // replicas)
+    transcriber["num_workers"] = max(1, transcriber.get("num_workers", 1) // replicas)
     next(d for d in app["deployments"] if d["name"] == "Transcriber")["num_replicas"] = replicas
     return config
 

@@ -25,6 +25,7 @@ from deployments.errors import InvalidRequest, ServiceError, SourceFailed
 from deployments.fanout import transcribe_windows
 from deployments.media_download import BOT_CHECK_HINT, Limits, downloaded, expand_playlist, ytdlp_options
 from deployments.metrics import ReplicaMetrics, memory_now
+from deployments.model_cache import release_memory
 from deployments.network_guard import MARKER, guard, is_refusal
 from deployments.schemas import AudioEnd, AudioWindow, Resolved, TranscribedWindow, TranscribeOptions
 from deployments.windows import load_vad, speech_windows
@@ -89,7 +90,10 @@ class SourceResolver:
         """The media's speech windows as it is decoded, then the decoded duration."""
         settings = self.settings
         blocks = decode_blocks(media, settings.sample_rate, param, settings.max_audio_seconds, settings.decode_block_s)
-        samples = yield from speech_windows(blocks, settings.window_s, vad, settings.sample_rate)
+        try:
+            samples = yield from speech_windows(blocks, settings.window_s, vad, settings.sample_rate)
+        finally:
+            release_memory()  # the blocks' pages go back to the system, not to a heap that only grows
         yield AudioEnd(duration=samples / settings.sample_rate)
 
     def _media_url(self, url: str, source: SourceMode, files: ExitStack) -> Found:
