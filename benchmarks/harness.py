@@ -6,6 +6,7 @@ a driver can attach to ``ray_address`` to read replica figures or kill a replica
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -140,3 +141,22 @@ def forget_cluster(gcs_port: int) -> None:
     record = Path(get_ray_address_file(None))
     if record.is_file() and record.read_text().strip().endswith(f":{gcs_port}"):
         record.unlink(missing_ok=True)
+
+
+def benchmark_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line with the options they all take: ``--config`` and ``--out``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    return parser
+
+
+def benchmark_config(path: str, scratch: Path) -> dict:
+    """The Serve config at ``path`` with its store in ``scratch``, after making TERM stop this process cleanly.
+
+    A TERM then still stops the cluster the benchmark started, and the user's own store is never written.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    config = load_config(Path(path))
+    config["applications"][0]["args"]["store"]["uri"] = str(scratch / "store")
+    return config

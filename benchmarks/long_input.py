@@ -8,17 +8,14 @@ The lecture is generated speech (espeak-ng sentences, so its script is exact), s
 decodes it a block at a time and streams its windows to the transcriber. Each process's peak RSS during
 the request is compared with its RSS before it (the app warmed up on a short clip), so the figures are
 what the request added. Ray's raylet holds the object store's shared memory, so it is sampled too.
-Writes ``benchmarks/results/long-input-<machine>-<date>.json`` and prints it.
+Writes ``benchmarks/results/long-input-<minutes>min-<machine>-<date>.json`` and prints it.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import platform
-import signal
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import ROOT, load_config, local_app
+from benchmarks.harness import benchmark_config, benchmark_parser, local_app
 from benchmarks.throughput import MIB, SENTENCES, Clip, PeakRss, clip_of, sentence_order, speak, word_error_rate
 
 
@@ -100,15 +97,11 @@ def measure(config: dict[str, Any], folder: Path, lecture: Clip, warm: Clip) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.long_input", description=__doc__.splitlines()[0])
+    parser = benchmark_parser("benchmarks.long_input", __doc__)
     parser.add_argument("--minutes", type=float, default=120.0)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a TERM still stops the cluster it started
-    config = load_config(Path(args.config))
     with tempfile.TemporaryDirectory() as scratch:
-        config["applications"][0]["args"]["store"]["uri"] = str(Path(scratch) / "store")
+        config = benchmark_config(args.config, Path(scratch))
         voice = speak(SENTENCES, Path(scratch))
         order = sentence_order(len(SENTENCES))
         lecture = clip_of(f"lecture-{args.minutes:g}min", voice, args.minutes * 60, order)
@@ -125,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
               **result}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"long-input-{result['machine']}-{result['date']}.json"
+    path = out / f"long-input-{args.minutes:g}min-{result['machine']}-{result['date']}.json"
     path.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     print(f"wrote {path}")

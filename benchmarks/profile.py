@@ -12,14 +12,11 @@ each process's Python time went. Writes ``profile-<machine>-<date>-<n>-client(s)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import platform
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import BIN, ROOT, load_config, local_app
+from benchmarks.harness import BIN, benchmark_config, benchmark_parser, local_app
 from benchmarks.throughput import (
     SENTENCES,
     Clip,
@@ -124,16 +121,12 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.splitlines()[0])
+    parser = benchmark_parser("benchmarks.profile", __doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=1)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "local.yaml"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a TERM still stops the cluster it started
-    config = load_config(Path(args.config))
     with tempfile.TemporaryDirectory() as scratch:
-        config["applications"][0]["args"]["store"]["uri"] = str(Path(scratch) / "store")
+        config = benchmark_config(args.config, Path(scratch))
         result = profile(config, Path(scratch), args.seconds, args.clients)
     result.update(machine=f"{platform.node() or 'host'}-cpu", date=date.today().isoformat())
     out = Path(args.out)
