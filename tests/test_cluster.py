@@ -408,7 +408,7 @@ def test_a_gpu_node_lost_mid_batch_answers_200_or_503_and_its_replicas_return_el
 
     until(recovered, 240, lambda: f"{low} Whisper replicas on the other nodes: {app_status().deployments}")
     wait_running(120)
-    assert victim not in alive_nodes()
+    until(lambda: victim not in alive_nodes(), 120, "the GCS to mark the removed node dead")
     assert_within_nodes(replicas(sim), sim)
     after = [transcribe(sim.url, audio) for _ in range(2)]
     assert [a.status_code for a in after] == [200, 200], [a.text[:200] for a in after]
