@@ -41,6 +41,8 @@ class TranscribeOptions(BaseModel):
     beam_size: int | None = Field(None, ge=1, le=10)
     vad_filter: bool | None = None
     word_timestamps: bool = False
+    timestamps: bool = True
+    """Segment times; an answer that shows none (``json``, ``text``) is decoded without aligning them."""
     initial_prompt: str | None = Field(None, max_length=2000)
     temperature: float = Field(0.0, ge=0.0, le=1.0)
 

@@ -2,14 +2,13 @@
 
 Each replica loads its default model once, in ``__init__``, and keeps it; other allowed models load on
 demand into a bounded per-replica cache. Windows of speech (at most 30 s, cut by the downloader) from
-any requests decode together through faster-whisper's batched pipeline. Per-batch buffers are released
-on success and on error.
+any requests decode together, one encoder pass and one ``generate`` call a batch
+(``deployments.window_decoding``). Per-batch buffers are released on success and on error.
 """
 
 from __future__ import annotations
 
 import time
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,21 +23,14 @@ from deployments.gpu_budget import assigned_gpu_share, check_vram_budget, this_p
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
-from deployments.schemas import Segment, TranscribeOptions, Transcription, Word
-from deployments.windows import shifted, speech_windows, stitch
+from deployments.schemas import TranscribeOptions, Transcription
+from deployments.window_decoding import SAMPLE_RATE, Decoding, WindowRequest, decode_windows
+from deployments.windows import speech_windows, stitch
 from serve_app.settings import EMBEDDED, TranscriberSettings
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-SAMPLE_RATE = 16000
-"""Whisper's input rate; the downloader decodes every source to it."""
-FRAMES_PER_SECOND = 100
-"""Whisper's feature frames per second: a segment's ``seek`` counts them."""
-MAX_PASSES = 3
-"""Batched passes over a window at most: the first, and continuations after a decoder that stopped short."""
-MIN_REST_S = 1.0
-"""Audio left after a window's last segment that is decoded again; less is the VAD's padding."""
 EXPIRY_INTERVAL_S = 30.0
 """How often a replica looks for models idle past ``model_idle_ttl_s``."""
 Window = tuple[np.ndarray, TranscribeOptions]
@@ -127,21 +119,24 @@ class WhisperEngine:
     def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions]) -> list[Transcription]:
         """Windows of at most 30 s, from any requests, decoded in batches; one transcription per window, in order.
 
-        Windows that share a model, language and decoding options go through faster-whisper's batched
-        pipeline together; times in each result start at 0 (its window's start).
+        Windows share a batch when they share a model, a requested language and the options one ``generate``
+        call takes for all (beam, temperature, timestamps); prompts and tasks may differ. Times in each
+        result start at 0 (its window's start).
         """
         try:
             groups: dict[tuple[Any, ...], list[int]] = {}
-            for index, (window, option) in enumerate(zip(windows, options, strict=True)):
-                name, model = self.check(option)
-                language = option.language or self._language(model, window)
-                groups.setdefault((name, language, *_decoding(option)), []).append(index)
+            for index, option in enumerate(options):
+                name, _ = self.check(option)
+                groups.setdefault((name, self._decoding(option), option.language), []).append(index)
             results: list[Transcription | None] = [None] * len(windows)
-            for (name, language, *_), indices in groups.items():
+            for (name, decoding, _), indices in groups.items():
                 batch = [windows[i] for i in indices]
-                for index, result in zip(indices, self._decode(name, language, batch, options[indices[0]]),
-                                         strict=True):
-                    results[index] = result
+                requests = [_request(options[i]) for i in indices]
+                decoded = decode_windows(self.cache.get(self._key(name)), batch, requests, decoding)
+                for index, window, part in zip(indices, batch, decoded, strict=True):
+                    results[index] = Transcription(
+                        model=name, language=part.language, duration=len(window) / SAMPLE_RATE,
+                        text=" ".join(s.text for s in part.segments if s.text), segments=part.segments)
             return [r for r in results if r is not None]
         finally:
             release_buffers(self.settings.device)
@@ -155,53 +150,10 @@ class WhisperEngine:
         return stitch([(w.start, part) for w, part in zip(windows, parts, strict=True)], len(audio) / SAMPLE_RATE,
                       name, options.language or "en")
 
-    def _language(self, model: WhisperModel, window: np.ndarray) -> str:
-        """The window's language: detected by a multilingual model, English for an English-only one."""
-        if not model.model.is_multilingual:
-            return "en"
-        return model.detect_language(audio=window)[0]
-
-    def _decode(self, name: str, language: str, windows: list[np.ndarray],
-                options: TranscribeOptions) -> list[Transcription]:
-        """Batched passes over ``windows``: the first decodes each whole; later ones decode what is left after
-        the last segment of a window whose decoding stopped short (as faster-whisper's sequential decoder seeks)."""
-        found: list[list[Segment]] = [[] for _ in windows]
-        pending = [(index, 0) for index in range(len(windows))]  # (window, first sample not decoded yet)
-        for _ in range(MAX_PASSES):
-            pieces = [windows[index][at:] for index, at in pending]
-            decoded = self._batched_pass(name, language, pieces, options) if pieces else []
-            left = []
-            for (index, at), piece, segments in zip(pending, pieces, decoded, strict=True):
-                found[index] += shifted(segments, at / SAMPLE_RATE, len(found[index]))
-                end = int(segments[-1].end * SAMPLE_RATE) if segments else piece.size
-                if piece.size - end > MIN_REST_S * SAMPLE_RATE:
-                    left.append((index, at + end))
-            pending = left
-        return [
-            Transcription(model=name, language=language, duration=len(w) / SAMPLE_RATE,
-                          text=" ".join(s.text for s in segments if s.text), segments=segments)
-            for w, segments in zip(windows, found, strict=True)
-        ]
-
-    def _batched_pass(self, name: str, language: str, pieces: list[np.ndarray],
-                      options: TranscribeOptions) -> list[list[Segment]]:
-        """One batched decode of ``pieces`` laid end to end, a second of silence apart, as clips."""
-        from faster_whisper import BatchedInferencePipeline
-
-        model = self.cache.get(self._key(name))
-        spaced, starts = _laid_out(pieces)
-        clips = [{"start": t, "end": t + len(p) / SAMPLE_RATE} for t, p in zip(starts, pieces, strict=True)]
-        segments, _ = BatchedInferencePipeline(model).transcribe(
-            spaced, language=language, task=options.task if model.model.is_multilingual else "transcribe",
-            beam_size=options.beam_size or self.settings.beam_size, word_timestamps=options.word_timestamps,
-            initial_prompt=options.initial_prompt, temperature=options.temperature, clip_timestamps=clips,
-            batch_size=len(pieces), without_timestamps=False,
-        )
-        per_piece: list[list[Segment]] = [[] for _ in pieces]
-        for segment in segments:
-            index = bisect_right(starts, segment.seek / FRAMES_PER_SECOND + 0.05) - 1
-            per_piece[index].append(_segment(segment, starts[index], len(pieces[index]) / SAMPLE_RATE))
-        return per_piece
+    def _decoding(self, options: TranscribeOptions) -> Decoding:
+        """What one ``generate`` call shares across its batch, with the replica's default beam filled in."""
+        return Decoding(beam_size=options.beam_size or self.settings.beam_size, temperature=options.temperature,
+                        timestamps=options.timestamps, word_timestamps=options.word_timestamps)
 
     def stats(self) -> dict[str, Any]:
         """Loads, evictions and resident models: the figures that prove models are kept."""
@@ -212,43 +164,9 @@ class WhisperEngine:
         }
 
 
-def _decoding(options: TranscribeOptions) -> tuple[Any, ...]:
-    """What, besides the model and language, must be equal for two windows to share a batch."""
-    return (options.task, options.beam_size, options.word_timestamps, options.initial_prompt, options.temperature)
-
-
-def _laid_out(windows: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:
-    """The windows end to end with a second of silence after each, and where each starts (seconds)."""
-    gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
-    starts, at = [], 0
-    for window in windows:
-        starts.append(at / SAMPLE_RATE)
-        at += len(window) + gap.size
-    return np.concatenate([part for w in windows for part in (w, gap)]), starts
-
-
-def _segment(segment: Any, offset: float, duration: float) -> Segment:
-    """faster-whisper's segment with its times made relative to its window (and kept inside it)."""
-    def at(t: float) -> float:
-        return round(min(max(t - offset, 0.0), duration), 3)
-
-    words = None
-    if segment.words is not None:
-        words = [Word(word=w.word.strip(), start=at(w.start), end=at(w.end), probability=w.probability)
-                 for w in segment.words]
-    return Segment(
-        id=segment.id,
-        seek=round(at(segment.start) * FRAMES_PER_SECOND),
-        start=at(segment.start),
-        end=at(segment.end),
-        text=segment.text.strip(),
-        tokens=list(segment.tokens),
-        avg_logprob=segment.avg_logprob,
-        compression_ratio=segment.compression_ratio,
-        no_speech_prob=segment.no_speech_prob,
-        temperature=segment.temperature,
-        words=words,
-    )
+def _request(options: TranscribeOptions) -> WindowRequest:
+    """What a window asks of the decoder besides the batch's shared options."""
+    return WindowRequest(language=options.language, task=options.task, initial_prompt=options.initial_prompt)
 
 
 @serve.deployment(name="Transcriber")

@@ -1,7 +1,9 @@
 """Cutting long audio into windows at silences, and stitching the windows' transcripts back together.
 
 A window is a stretch of speech of at most ``window_s`` seconds (Whisper decodes 30 s at a time), cut
-where Silero VAD hears silence. Windows are found block by block as the audio is decoded, so memory
+where Silero VAD hears silence; speech that runs on longer than a window is cut at its quietest moment
+in the window's last third (a pause between sentences, more likely than not), so that Whisper sees
+whole sentences. Windows are found block by block as the audio is decoded, so memory
 holds one block and the speech carried over from the last one, never the whole input. Each window is
 transcribed on its own (on any replica, batched with other requests' windows) and its segments are
 shifted by the window's start.
@@ -17,6 +19,10 @@ from deployments.schemas import AudioWindow, Segment, Transcription, Word
 
 MERGE_GAP_S = 3.0
 """Speech separated by a shorter silence stays in one window (when it fits); a longer silence is skipped."""
+SEARCH_FROM = 2 / 3
+"""Where in a window the cut of continuous speech is searched from (a fraction of ``window_s``)."""
+QUIET_S = 0.1
+"""The stretch whose mean energy is compared when looking for the quietest moment."""
 CARRY_S = 1.0
 """Audio kept from a block's end when no speech reaches it, so a word starting there is not cut."""
 
@@ -41,8 +47,32 @@ def speech_spans(audio: np.ndarray, window: int, vad: bool, sample_rate: int) ->
         return [(start, min(start + window, audio.size)) for start in range(0, audio.size, window)]
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    options = VadOptions(max_speech_duration_s=window / sample_rate, min_silence_duration_ms=160)
-    return [(s["start"], s["end"]) for s in get_speech_timestamps(audio, options, sampling_rate=sample_rate)]
+    options = VadOptions(min_silence_duration_ms=160)
+    found = get_speech_timestamps(audio, options, sampling_rate=sample_rate)
+    return [piece for s in found for piece in split_long(audio, (s["start"], s["end"]), window, sample_rate)]
+
+
+def split_long(audio: np.ndarray, span: Span, window: int, sample_rate: int) -> list[Span]:
+    """``span`` cut into pieces of at most ``window`` samples, each cut at the quietest moment of its last third.
+
+    Silero's own cut of overlong speech takes the last short pause, often a comma or a breath inside a
+    sentence; Whisper then drops or garbles the words on both sides of it.
+    """
+    start, end = span
+    pieces = []
+    while end - start > window:
+        cut = quietest(audio, start + int(window * SEARCH_FROM), start + window, int(QUIET_S * sample_rate))
+        pieces.append((start, cut))
+        start = cut
+    return [*pieces, (start, end)]
+
+
+def quietest(audio: np.ndarray, low: int, high: int, stretch: int) -> int:
+    """The middle of the ``stretch`` samples between ``low`` and ``high`` with the least mean energy."""
+    hop = max(stretch // 10, 1)
+    frames = audio[low:high][: (high - low) // hop * hop].reshape(-1, hop)
+    energy = np.convolve(np.square(frames).mean(axis=1), np.ones(10), mode="valid")  # sums over ``stretch``
+    return low + (int(np.argmin(energy)) + 5) * hop
 
 
 def group(spans: list[Span], window: int, merge_gap: int) -> Iterator[Span]:

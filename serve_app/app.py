@@ -26,7 +26,7 @@ from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl, access_middleware
 from serve_app.access import install as install_access
 from serve_app.errors import install_error_handlers, unwrap
-from serve_app.formats import ResponseFormat, sse, to_srt, to_verbose_json, to_vtt
+from serve_app.formats import TIMED_FORMATS, ResponseFormat, sse, to_srt, to_verbose_json, to_vtt
 from serve_app.pipeline import TranscriptPipeline
 from serve_app.protocol import (
     EmbeddingRequest,
@@ -67,7 +67,8 @@ class AudioForm(BaseModel):
 
     def options(self, task: str) -> TranscribeOptions:
         return TranscribeOptions(model=self.model, language=self.language, task=task, initial_prompt=self.prompt,
-                                 temperature=self.temperature, word_timestamps="word" in self.timestamp_granularities)
+                                 temperature=self.temperature, word_timestamps="word" in self.timestamp_granularities,
+                                 timestamps=self.response_format in TIMED_FORMATS)
 
 
 def audio_form(

@@ -9,6 +9,8 @@ from deployments.schemas import Transcription
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 """OpenAI's response formats; the renderers below produce each."""
+TIMED_FORMATS: frozenset[str] = frozenset({"srt", "vtt", "verbose_json"})
+"""The formats that show segment times: only their requests pay for aligning them."""
 
 
 def _clock(seconds: float, separator: str) -> str:

@@ -1,0 +1,210 @@
+"""One batched Whisper decode of speech windows from any requests: one encoder pass, one ``generate`` call.
+
+Windows are decoded without timestamp tokens, as faster-whisper's ``BatchedInferencePipeline`` does by
+default. With timestamp tokens, tiny.en stopped before the end of half the windows of continuous speech
+(a segment that it did not close), and each needed a second decode of its rest: fewer words and more
+time. Times, when the answer needs them, come from Whisper's cross-attention alignment of the decoded
+text (one forward pass, no search), and the words are grouped into sentence segments.
+
+Each window has its own prompt, so windows of different requests (prompts, tasks, languages) share a
+batch; a multilingual model detects the language of windows that name none from the batch's encoder
+output, without another encoder pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deployments.schemas import Segment, Word
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+
+SAMPLE_RATE = 16000
+"""Whisper's input rate; the downloader decodes every source to it."""
+FRAMES_PER_SECOND = 100
+"""Whisper's feature frames per second: a segment's ``seek`` counts them."""
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+"""A window the model calls silent (no-speech probability above the first, mean log-probability below the
+second) gives no segments: faster-whisper's sequential decoder applies the same rule."""
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+MAX_SEGMENT_WORDS = 40
+"""A sentence longer than this is cut into segments of at most this many words (subtitles stay readable)."""
+
+
+@dataclass(frozen=True)
+class WindowRequest:
+    """What one window asks of the decoder besides its samples; ``language`` None means detect it."""
+
+    language: str | None
+    task: str
+    initial_prompt: str | None
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Options that one ``generate`` call shares across its batch.
+
+    ``timestamps`` False gives one segment per window, spanning it: for answers that show no times (``json``,
+    ``text``), the alignment is skipped.
+    """
+
+    beam_size: int
+    temperature: float
+    timestamps: bool
+    word_timestamps: bool
+
+
+@dataclass(frozen=True)
+class DecodedWindow:
+    """One window's segments (times from the window's start) and the language it was decoded in."""
+
+    language: str
+    segments: list[Segment]
+
+
+def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: list[WindowRequest],
+                   decoding: Decoding) -> list[DecodedWindow]:
+    """Every window decoded in one batch, in order; each window (at most 30 s) in a single pass."""
+    if not windows:
+        return []
+    features = np.stack([_features(model, window) for window in windows])
+    encoded = model.encode(features)
+    languages = _languages(model, encoded, requests)
+    tokenizers = [_tokenizer(model, language, request.task)
+                  for language, request in zip(languages, requests, strict=True)]
+    prompts = [model.get_prompt(tokenizer, _prompt_tokens(tokenizer, request.initial_prompt), without_timestamps=True)
+               for tokenizer, request in zip(tokenizers, requests, strict=True)]
+    results = model.model.generate(
+        encoded, prompts, beam_size=decoding.beam_size, max_length=model.max_length, return_scores=True,
+        return_no_speech_prob=True, sampling_temperature=decoding.temperature, suppress_blank=True,
+        suppress_tokens=_suppressed(tokenizers[0]),
+    )
+    texts = [_text_tokens(result, tokenizer) for result, tokenizer in zip(results, tokenizers, strict=True)]
+    durations = [len(window) / SAMPLE_RATE for window in windows]
+    if decoding.timestamps or decoding.word_timestamps:
+        aligned = _aligned_words(model, tokenizers[0], encoded, texts, durations)
+        segments = [_sentences(words, result, decoding) for words, result in zip(aligned, results, strict=True)]
+    else:
+        segments = [_whole(tokens, tokenizer, result, duration, decoding.temperature)
+                    for tokens, tokenizer, result, duration in zip(texts, tokenizers, results, durations, strict=True)]
+    for found in segments:
+        for number, segment in enumerate(found):
+            segment.id = number
+    return [DecodedWindow(language, found) for language, found in zip(languages, segments, strict=True)]
+
+
+def _features(model: WhisperModel, window: np.ndarray) -> np.ndarray:
+    """The window's log-Mel features padded to Whisper's 30 s (3000 frames)."""
+    from faster_whisper.audio import pad_or_trim
+
+    return pad_or_trim(model.feature_extractor(window)[..., :-1])
+
+
+def _languages(model: WhisperModel, encoded: Any, requests: list[WindowRequest]) -> list[str]:
+    """Each window's language: the requested one, English for an English-only model, else detected here."""
+    if not model.model.is_multilingual:
+        return ["en"] * len(requests)
+    detected: list[str] = []
+    if any(request.language is None for request in requests):
+        detected = [found[0][0].strip("<|>") for found in model.model.detect_language(encoded)]
+    return [request.language or detected[index] for index, request in enumerate(requests)]
+
+
+def _tokenizer(model: WhisperModel, language: str, task: str) -> Tokenizer:
+    from faster_whisper.tokenizer import Tokenizer
+
+    multilingual = model.model.is_multilingual
+    return Tokenizer(model.hf_tokenizer, multilingual, task=task if multilingual else "transcribe",
+                     language=language if multilingual else "en")
+
+
+def _prompt_tokens(tokenizer: Tokenizer, initial_prompt: str | None) -> list[int]:
+    return tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
+
+
+def _suppressed(tokenizer: Tokenizer) -> list[int]:
+    """faster-whisper's default suppression: symbols that are not speech, and the task tokens."""
+    from faster_whisper.transcribe import get_suppressed_tokens
+
+    return get_suppressed_tokens(tokenizer, [-1])
+
+
+def _avg_logprob(result: Any) -> float:
+    """The best hypothesis's mean log-probability per token (its end-of-text counted), as faster-whisper's."""
+    length = len(result.sequences_ids[0])
+    return float(result.scores[0] * length / (length + 1))
+
+
+def _text_tokens(result: Any, tokenizer: Tokenizer) -> list[int]:
+    """The best hypothesis's text tokens; none for a window the model calls silent or that holds no word."""
+    tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+    silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and _avg_logprob(result) < LOG_PROB_THRESHOLD
+    if silent or not any(character.isalnum() for character in tokenizer.decode(tokens)):
+        return []
+    return tokens
+
+
+def _whole(tokens: list[int], tokenizer: Tokenizer, result: Any, duration: float,
+           temperature: float) -> list[Segment]:
+    """The window's text as one segment spanning the window."""
+    if not tokens:
+        return []
+    return [_segment(tokenizer.decode(tokens), 0.0, duration, tokens, result, temperature)]
+
+
+def _aligned_words(model: WhisperModel, tokenizer: Tokenizer, encoded: Any, texts: list[list[int]],
+                   durations: list[float]) -> list[list[dict[str, Any]]]:
+    """Each window's words with their times, from the cross-attention alignment, punctuation attached.
+
+    The batch's alignment runs with the first window's tokenizer: windows that named different
+    languages never share a batch (``WhisperEngine`` groups them), detected ones rarely do.
+    """
+    from faster_whisper import WhisperModel as Model
+    from faster_whisper.transcribe import merge_punctuations
+
+    frames = [int(np.ceil(duration * FRAMES_PER_SECOND)) for duration in durations]
+    aligned = model.find_alignment(tokenizer, [tokens or [tokenizer.eot] for tokens in texts], encoded, frames)
+    defaults = inspect.signature(Model.transcribe).parameters  # faster-whisper's own punctuation rules
+    words_by_window = []
+    for tokens, words, duration in zip(texts, aligned, durations, strict=True):
+        words = [word for word in words if word["word"]] if tokens else []
+        merge_punctuations(words, defaults["prepend_punctuations"].default, defaults["append_punctuations"].default)
+        for word in words:
+            word["start"], word["end"] = (round(min(float(word[key]), duration), 3) for key in ("start", "end"))
+        words_by_window.append([word for word in words if word["word"]])
+    return words_by_window
+
+
+def _sentences(words: list[dict[str, Any]], result: Any, decoding: Decoding) -> list[Segment]:
+    """The window's words grouped into segments that end at a sentence's end (or after ``MAX_SEGMENT_WORDS``)."""
+    segments, current = [], []
+    for index, word in enumerate(words):
+        current.append(word)
+        ends = word["word"].rstrip().endswith(SENTENCE_ENDS) or len(current) == MAX_SEGMENT_WORDS
+        if ends or index == len(words) - 1:
+            tokens = [token for w in current for token in w["tokens"]]
+            segment = _segment("".join(w["word"] for w in current), current[0]["start"], current[-1]["end"], tokens,
+                               result, decoding.temperature)
+            if decoding.word_timestamps:
+                segment.words = [Word(word=w["word"].strip(), start=w["start"], end=w["end"],
+                                      probability=float(w["probability"])) for w in current]
+            segments.append(segment)
+            current = []
+    return segments
+
+
+def _segment(text: str, start: float, end: float, tokens: list[int], result: Any, temperature: float) -> Segment:
+    from faster_whisper.transcribe import get_compression_ratio
+
+    text = text.strip()
+    return Segment(seek=round(start * FRAMES_PER_SECOND), start=round(start, 3), end=round(max(end, start), 3),
+                   text=text, tokens=list(tokens), avg_logprob=_avg_logprob(result),
+                   compression_ratio=get_compression_ratio(text), no_speech_prob=float(result.no_speech_prob),
+                   temperature=temperature)
