@@ -54,6 +54,24 @@ def test_default_model_must_be_configured() -> None:
         TranscriberSettings(default_model="large-v3")
 
 
+def test_model_languages_name_configured_models_and_are_not_empty() -> None:
+    with pytest.raises(ValidationError, match="languages.large-v3: 'large-v3' is not a key of models"):
+        TranscriberSettings(languages={"large-v3": ["en"]})
+    with pytest.raises(ValidationError, match="languages.tiny.en is empty"):
+        TranscriberSettings(languages={"tiny.en": []})
+
+
+def test_prod_serves_distil_large_v3_in_english_without_detection() -> None:
+    args = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]["args"]
+    assert TranscriberSettings.model_validate(args["transcriber"]).languages["distil-large-v3"] == ["en"]
+
+
+def test_the_default_takes_a_place_in_the_model_cache() -> None:
+    with pytest.raises(ValidationError, match="max_models must be at least 2"):
+        TranscriberSettings(models={"tiny.en": "embedded", "other": "embedded"}, max_models=1)
+    assert TranscriberSettings(max_models=1).max_models == 1
+
+
 def test_aliases_resolve_and_unknown_names_do_not() -> None:
     settings = TranscriberSettings()
     assert settings.resolve("whisper-1") == "tiny.en"

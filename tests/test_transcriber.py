@@ -17,7 +17,7 @@ from tests.conftest import SCRIPTS, word_error_rate
 
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
-    return WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=1))
+    return WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=2))
 
 
 def test_transcripts_are_close_to_the_spoken_text(engine: WhisperEngine, speech: dict[str, Path]) -> None:
@@ -48,12 +48,25 @@ def test_the_loaded_model_is_kept_between_requests(engine: WhisperEngine, speech
     assert engine.stats()["models_resident"] == ["tiny.en"]
 
 
-def test_another_model_loads_on_demand_and_evicts_past_the_bound(speech: dict[str, Path]) -> None:
-    engine = WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=1))
+def test_another_model_loads_on_demand_and_evicts_past_the_bound_but_never_the_default(
+        speech: dict[str, Path]) -> None:
+    models = {"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED, "tiny-other": EMBEDDED}
+    engine = WhisperEngine(TranscriberSettings(models=models, max_models=2))
     assert engine.cache.loads == 1
+    assert engine.is_loaded(None) and not engine.is_loaded("tiny-copy")
     engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-copy"))
     engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-copy"))
-    assert engine.stats() == {"model_loads": 2, "model_evictions": 1, "models_resident": ["tiny-copy"]}
+    engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-other"))
+    assert engine.stats() == {"model_loads": 3, "model_evictions": 1, "models_resident": ["tiny.en", "tiny-other"]}
+
+
+def test_a_source_language_comes_from_configuration_before_detection(speech: dict[str, Path]) -> None:
+    engine = WhisperEngine(TranscriberSettings(languages={"tiny.en": ["en"]}))
+    audio = decode(speech["cooking"])
+    assert engine.detect_language(audio, TranscribeOptions()) == "en"
+    assert engine.detect_language(audio, TranscribeOptions(language="en")) == "en"
+    with pytest.raises(InvalidRequest, match="language 'de'"):
+        engine.detect_language(audio, TranscribeOptions(language="de"))
 
 
 def test_unknown_model_and_impossible_options_are_refused(engine: WhisperEngine, speech: dict[str, Path]) -> None:
