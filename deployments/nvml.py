@@ -4,8 +4,8 @@ driver, or (MIG) no figure."""
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
 from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any, Protocol
@@ -93,17 +93,10 @@ class _Nvml:
         return result
 
 
-_NVML: _Nvml | None = None
-_NVML_LOCK = threading.Lock()
-
-
+@functools.cache
 def nvml() -> _Nvml:
-    """The process's NVML session, opened on first use."""
-    global _NVML
-    with _NVML_LOCK:
-        if _NVML is None:
-            _NVML = _Nvml()
-        return _NVML
+    """The process's NVML session, opened on first use (nvmlInit counts its callers, so a race costs nothing)."""
+    return _Nvml()
 
 
 def read_devices() -> list[dict[str, int | None]]:
