@@ -80,11 +80,15 @@ class VramBudget:
     def __init__(self, gpu_share: float, ceiling: float,
                  read: Callable[[], VramReading | None] = read_vram) -> None:
         self.gpu_share, self.ceiling, self._read = gpu_share, ceiling, read
-        self.before = read()
+        self.before = self.reading()
         """The device before this replica loaded anything: the fallback's zero."""
         self.batch_bytes = 0
         """What a warm-up batch added to the loaded model: room every later model needs on top of its weights."""
         self.settled = False
+
+    def reading(self) -> VramReading | None:
+        """NVML's figures for this replica now (None without NVML)."""
+        return self._read()
 
     def _own_bytes(self, reading: VramReading) -> int:
         """This replica's bytes, or (NVML cannot see its PID) the device's growth since it started: an upper bound."""
@@ -117,7 +121,7 @@ class VramBudget:
 
     def after_warm_up(self, loaded: VramReading | None) -> None:
         """Check the replica after its warm-up batch; ``loaded`` was read after the model loaded, before the batch."""
-        reading = self._read()
+        reading = self.reading()
         self.settled = True
         if reading is None or loaded is None:
             logger.error("VRAM budget NOT checked: NVML is not available in this replica (libnvidia-ml.so.1 "
@@ -130,7 +134,7 @@ class VramBudget:
         """Check again once another model has loaded (before any batch of it): now plus the warm-up's batch memory."""
         if not self.settled:
             return  # the first model: checked after the warm-up batch instead
-        reading = self._read()
+        reading = self.reading()
         if reading is None:
             logger.error("VRAM budget NOT checked after loading %s: NVML is not available", model)
             return

@@ -22,7 +22,7 @@ from ray import serve
 from deployments.batcher import Batcher
 from deployments.cuda_stack import encode_once, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
-from deployments.gpu_budget import VramBudget, assigned_gpu_share, read_vram
+from deployments.gpu_budget import VramBudget, assigned_gpu_share
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
@@ -241,7 +241,7 @@ def warm_up(engine: WhisperEngine, budget: VramBudget) -> None:
     settings = engine.settings
     _, model = engine.model_for(None)
     encode_once(model)
-    loaded = read_vram()
+    loaded = budget.reading()
     language = (settings.languages.get(settings.default_model) or ["en"])[0]
     window = np.zeros(int(30 * SAMPLE_RATE), dtype=np.float32)
     engine.transcribe_batch([window] * settings.max_batch_size,
