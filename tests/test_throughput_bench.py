@@ -60,3 +60,19 @@ def test_the_gpu_figures_survive_a_node_without_nvml_and_a_mig_slice(tmp_path: P
     assert (summary["vram_peak_mib"], summary["vram_total_mib"], summary["util_peak_pct"]) == (3072, 20480, None)
     plot_gpu(summary, tmp_path / "mig.png")
     assert (tmp_path / "mig.png").stat().st_size > 0
+
+
+def test_the_prepared_gpu_run_passes_options_the_commands_take() -> None:
+    """benchmarks/gpu_run.sh runs unattended on a lent GPU: a renamed option must fail here, not there."""
+    import shlex
+
+    from benchmarks.throughput import parse
+    from serve_app.cli import parser
+
+    script = (Path(__file__).parent.parent / "benchmarks" / "gpu_run.sh").read_text()
+    (line,) = [line for line in script.splitlines() if "-m benchmarks.throughput" in line]
+    args = parse(shlex.split(line.split("-m benchmarks.throughput", 1)[1].replace('"$OUT"', "/tmp/out")))
+    assert args.out == "/tmp/out" and args.gpu and args.quick and args.concurrency == [16] and args.long_minutes == 2
+    (line,) = [line for line in script.splitlines() if "-m serve_app.cli check" in line]
+    check = parser().parse_args(shlex.split(line.split("-m serve_app.cli", 1)[1]))
+    assert check.offline and check.gpu and check.config == "configs/local.yaml"
