@@ -10,6 +10,7 @@ of the ``nvidia-cublas-cu12`` wheel is loaded by path before a model, and a repl
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,19 @@ CUBLAS = "libcublas.so.12"
 CUBLAS_LT = "libcublasLt.so.12"
 FIX = ("install the GPU stack with `make install-gpu` (torch for CUDA 12 and nvidia-cublas-cu12), or put a "
        "CUDA 12 cuBLAS on LD_LIBRARY_PATH")
+
+
+def on_gpu(device: str) -> bool:
+    """Whether a configured ``device`` (cpu, cuda, auto) runs on a GPU: ``auto`` does where CTranslate2 sees one."""
+    return device == "cuda" or (device == "auto" and _cuda_devices() > 0)
+
+
+@functools.cache
+def _cuda_devices() -> int:
+    """CUDA devices CTranslate2 sees on this machine (0 without a driver); asked once per process."""
+    import ctranslate2
+
+    return ctranslate2.get_cuda_device_count()
 
 
 class CudaStackBroken(RuntimeError):

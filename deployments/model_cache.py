@@ -64,8 +64,13 @@ class ModelCache(Generic[K, M]):
                 evicted = self._make_room(self._max_models - 1)
             if evicted:
                 release_memory()
-            model = self._loader(key)
-            with self._lock:
+            try:
+                model = self._loader(key)
+            except BaseException:
+                with self._lock:
+                    self._loading.pop(key, None)
+                raise
+            with self._lock:  # resident and no longer loading in one step: no second load can slip between
                 self.loads += 1
                 self._models[key] = model
                 self._last_used[key] = self._clock()

@@ -20,7 +20,7 @@ import numpy as np
 from ray import serve
 
 from deployments.batcher import Batcher
-from deployments.cuda_stack import encode_once, preload_cublas12
+from deployments.cuda_stack import encode_once, on_gpu, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.gpu_budget import VramBudget, assigned_gpu_share
 from deployments.metrics import ReplicaMetrics, memory_now
@@ -67,7 +67,7 @@ def whisper_model_location(name: str, value: str) -> str:
 def release_buffers(device: str) -> None:
     """On CPU, hand a batch's freed heap pages back to the system; on a GPU nothing: CTranslate2 keeps its own
     device cache (torch's ``empty_cache`` frees none of it) and a collection per batch only costs GIL time."""
-    if device == "cpu":
+    if not on_gpu(device):
         release_memory()
 
 
@@ -90,7 +90,7 @@ class WhisperEngine:
         from faster_whisper import WhisperModel
 
         name, device, compute_type = key
-        if device != "cpu":
+        if on_gpu(device):
             preload_cublas12()
         model = WhisperModel(
             whisper_model_location(name, self.settings.models[name]),
@@ -301,8 +301,8 @@ class Transcriber:
 
     def __init__(self, settings: TranscriberSettings) -> None:
         self.metrics = ReplicaMetrics("Transcriber")
-        on_gpu = settings.device != "cpu"
-        self.budget = VramBudget(assigned_gpu_share(), settings.vram_ceiling) if on_gpu else None
+        gpu = on_gpu(settings.device)
+        self.budget = VramBudget(assigned_gpu_share(), settings.vram_ceiling) if gpu else None
         self.engine = WhisperEngine(settings, on_load=self._loaded)
         self.batch_sizes: Counter[int] = Counter()
         self.batcher: Batcher[Window, Transcription] = Batcher(

@@ -22,6 +22,7 @@ from deployments.cuda_stack import (
     float16_supported,
     node_checks,
     nvml_attributes,
+    on_gpu,
     preload_cublas12,
     run_checks,
     torch_cuda,
@@ -104,3 +105,8 @@ def test_on_this_cpu_machine_the_preflight_fails_each_gpu_line_by_name() -> None
                                              "torch sees CUDA", "NVML attributes this process's memory"]
     assert not any(line.ok for line in lines), lines
     assert "finds no CUDA device" in lines[0].detail
+
+
+def test_auto_runs_on_a_gpu_only_where_ctranslate2_sees_one() -> None:
+    assert on_gpu("cuda") and not on_gpu("cpu")
+    assert not on_gpu("auto"), "this machine has no CUDA device"

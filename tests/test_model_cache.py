@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from deployments.model_cache import ModelCache
 
 
@@ -125,3 +127,19 @@ def test_concurrent_gets_of_one_absent_model_load_it_once() -> None:
     for thread in threads:
         thread.join(10)
     assert calls == ["a"] and cache.loads == 1
+
+
+def test_a_failed_load_leaves_nothing_behind_and_the_next_get_tries_again() -> None:
+    attempts: list[str] = []
+
+    def load(key: str) -> str:
+        attempts.append(key)
+        if len(attempts) == 1:
+            raise RuntimeError("VRAM budget: past the ceiling")
+        return key
+
+    cache = ModelCache(load, max_models=2)
+    with pytest.raises(RuntimeError, match="VRAM budget"):
+        cache.get("a")
+    assert cache.resident() == [] and cache.loads == 0
+    assert cache.get("a") == "a" and attempts == ["a", "a"] and cache.loads == 1
