@@ -4,6 +4,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch first and pinned: a bare `torch` would make pip pull a multi-GB CUDA build on CPU machines.
 TORCH ?= torch==2.13.0
+# GPU nodes run CUDA 12 throughout: CTranslate2 4.8 (faster-whisper) dlopens libcublas.so.12, while torch 2.13.0
+# from PyPI is a CUDA 13 build (it requires cuda-toolkit 13.0.3). So torch comes from PyTorch's CUDA 12 index
+# and the gpu extra adds nvidia-cublas-cu12, which the Transcriber loads by path. NVIDIA driver >= 570 for cu128.
+TORCH_GPU_INDEX ?= https://download.pytorch.org/whl/cu128
 CONFIG ?= configs/local.yaml
 # Ray 2.59+ turns token auth on for clusters that `serve run` starts, and later `serve status` / `ray`
 # calls then fail without the token. The local app listens on 127.0.0.1 only, so it runs without it;
@@ -11,7 +15,7 @@ CONFIG ?= configs/local.yaml
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install install-test system-deps serve test lint bench clean
+.PHONY: install install-test install-gpu cluster-secrets system-deps serve test lint bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -27,6 +31,19 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
+
+install-gpu: $(PY)   # GPU nodes (cluster.yaml, the KubeRay image, benchmarks/gpu_run.sh's recipe)
+	$(PIP) install --quiet "$(TORCH)" --index-url $(TORCH_GPU_INDEX)
+	$(PIP) install --quiet -e ".[gpu]"
+	touch $(VENV)/.installed
+
+# What `ray up cluster.yaml` copies to every node: the Ray auth token and the API keys (made once, never in git).
+cluster-secrets:
+	@mkdir -p secrets && chmod 700 secrets
+	@test -s secrets/ray-auth-token || python3 -c "import secrets; print(secrets.token_hex(32), end='')" > secrets/ray-auth-token
+	@test -s secrets/api-keys || python3 -c "import secrets; print(secrets.token_urlsafe(32))" > secrets/api-keys
+	@chmod 600 secrets/*
+	@echo "secrets/ray-auth-token and secrets/api-keys are ready; give clients a line of secrets/api-keys"
 
 install-test: $(VENV)/.installed-test system-deps
 

@@ -43,7 +43,7 @@ def replica_memory(head_pid: int, app_name: str = "transcribe") -> dict[str, dic
     """
     import psutil
 
-    from deployments.metrics import read_gpu_memory
+    from deployments.nvml import read_gpu_memory
 
     found: dict[str, dict[str, int | None]] = {}
     marker = f"ServeReplica:{app_name}:"

@@ -255,22 +255,27 @@ class PeakRss:
         self.sample()
 
 
-def gpu_figures() -> dict[str, int]:
-    """Each GPU's utilisation (%) and memory used (bytes) now, keyed ``gpu<N>/util`` and ``gpu<N>/vram``."""
-    from deployments.metrics import read_devices
+def gpu_figures(devices: list[dict[str, int | None]] | None = None) -> dict[str, int]:
+    """Each GPU's utilisation (%) and memory used (bytes) now, keyed ``gpu<N>/util`` and ``gpu<N>/vram``; a figure
+    NVML does not give (utilisation on MIG) is left out, and without NVML there are none."""
+    from deployments.nvml import read_devices
 
-    return {f"gpu{index}/{key}": device[key] for index, device in enumerate(read_devices()) for key in ("util", "vram")}
+    devices = read_devices() if devices is None else devices
+    return {f"gpu{index}/{key}": device[key] for index, device in enumerate(devices) for key in ("util", "vram")
+            if device[key] is not None}
 
 
-def gpu_summary(sampled: PeakRss) -> dict[str, Any]:
-    """GPU utilisation (mean, peak) and VRAM (peak, the card's size) over the service's run, and the timeline."""
-    from deployments.metrics import read_devices
+def gpu_summary(sampled: PeakRss, devices: list[dict[str, int | None]] | None = None) -> dict[str, Any]:
+    """GPU utilisation (mean, peak) and VRAM (peak, the card's size) over the service's run, and the timeline;
+    None where NVML gave no figure (no NVML, or MIG's utilisation)."""
+    from deployments.nvml import read_devices
 
+    devices = read_devices() if devices is None else devices
     timeline = sampled.timeline or []
-    util = [figures.get("gpu0/util", 0) for _, figures in timeline]
-    return {"util_mean_pct": round(sum(util) / len(util), 1) if util else None,
+    util = [figures["gpu0/util"] for _, figures in timeline if "gpu0/util" in figures]
+    return {"nvml": bool(devices), "util_mean_pct": round(sum(util) / len(util), 1) if util else None,
             "util_peak_pct": max(util, default=None), "vram_peak_mib": round(sampled.peaks.get("gpu0/vram", 0) / MIB),
-            "vram_total_mib": round(read_devices()[0]["total"] / MIB), "timeline": timeline}
+            "vram_total_mib": round(devices[0]["total"] / MIB) if devices else None, "timeline": timeline}
 
 
 def this_process() -> dict[str, int]:
@@ -571,10 +576,11 @@ def plot_gpu(gpu: dict[str, Any], path: Path) -> None:
 
     seconds = [t for t, _ in gpu["timeline"]]
     figure, (util, vram) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    util.plot(seconds, [f.get("gpu0/util", 0) for _, f in gpu["timeline"]])
+    util.plot(seconds, [f.get("gpu0/util", float("nan")) for _, f in gpu["timeline"]])
     util.set_ylabel("GPU utilisation %")
-    vram.plot(seconds, [f.get("gpu0/vram", 0) / MIB for _, f in gpu["timeline"]])
-    vram.axhline(0.8 * gpu["vram_total_mib"], linestyle="--", color="red", label="80% of the card")
+    vram.plot(seconds, [f.get("gpu0/vram", float("nan")) / MIB for _, f in gpu["timeline"]])
+    if gpu["vram_total_mib"]:
+        vram.axhline(0.8 * gpu["vram_total_mib"], linestyle="--", color="red", label="80% of the card")
     vram.set_ylabel("VRAM used MiB")
     vram.set_xlabel("seconds")
     vram.legend()

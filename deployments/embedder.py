@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -12,6 +14,8 @@ from deployments.gpu_budget import assigned_gpu_share
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.schemas import Passage, Segment
 from serve_app.settings import EMBEDDED, EmbedderSettings
+
+logger = logging.getLogger(__name__)
 
 
 def chunk_segments(segments: list[Segment], words: int, overlap_words: int) -> list[Passage]:
@@ -50,6 +54,20 @@ def embedding_model_location(value: str) -> str:
     return value
 
 
+def cap_gpu_memory(cuda: Any, fraction: float) -> bool:
+    """Stop torch's allocator at this replica's share of the card (Ray shares it without isolation).
+
+    An old driver or a build without the call refuses it: the replica then runs uncapped and says so.
+    """
+    try:
+        cuda.set_per_process_memory_fraction(fraction)
+        return True
+    except (RuntimeError, AttributeError, ValueError) as error:
+        logger.warning("Embedder: torch could not cap its GPU memory at %.0f%% of the card (%s); it runs uncapped, "
+                       "so the Whisper replicas' VRAM budget is all that guards this GPU", fraction * 100, error)
+        return False
+
+
 class EmbeddingEngine:
     """sentence-transformers loaded once from a local path, with the hub kept offline."""
 
@@ -60,8 +78,7 @@ class EmbeddingEngine:
 
         torch.set_num_threads(settings.torch_threads)
         if settings.device == "cuda" and (share := assigned_gpu_share()) > 0:
-            # Ray shares the card without isolation: torch's allocator stops at this replica's budget.
-            torch.cuda.set_per_process_memory_fraction(share * settings.vram_ceiling)
+            cap_gpu_memory(torch.cuda, share * settings.vram_ceiling)
         self.settings = settings
         self.model = SentenceTransformer(embedding_model_location(settings.model_path), device=settings.device)
         self.dimension = int(self.model.get_embedding_dimension())

@@ -7,22 +7,19 @@ Plain-Python mirrors of the figures stay on the instance so that tests and ``sta
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+from deployments.nvml import read_gpu_memory
 from deployments.periodic import every
-
-logger = logging.getLogger(__name__)
 
 PREFIX = "transcribe_serve_"
 EXPORT_PREFIX = "ray_"
@@ -125,134 +122,9 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-class NvmlProcess(Protocol):
-    """The two fields of NVML's process record (``nvmlDeviceGetComputeRunningProcesses``) that matter here."""
-
-    pid: int
-    usedGpuMemory: int | None
-
-
 def memory_now() -> dict[str, int | None]:
     """This process's RSS and the GPU memory NVML says it holds (None off GPU), read now."""
     return {"rss_bytes": rss_bytes(), "gpu_memory_bytes": read_gpu_memory(os.getpid())[1]}
-
-
-def gpu_memory_of(pid: int, processes_by_device: Iterable[Iterable[NvmlProcess]]) -> int | None:
-    """GPU memory ``pid`` uses summed over devices; None when it is on none or NVML gives no figure for it."""
-    figures = [
-        int(record.usedGpuMemory)
-        for processes in processes_by_device
-        for record in processes
-        if int(record.pid) == pid and record.usedGpuMemory is not None
-    ]
-    return sum(figures) if figures else None
-
-
-def _import_nvml() -> ModuleType | None:
-    """nvidia-ml-py's ``pynvml`` if installed, else the copy Ray vendors for its dashboard; None if neither."""
-    try:
-        import pynvml
-
-        return pynvml
-    except ImportError:
-        pass
-    try:
-        import ray._private.thirdparty.pynvml as pynvml
-
-        return pynvml
-    except ImportError:
-        return None
-
-
-class _Nvml:
-    """NVML opened once per process; ``available`` is False on CPU nodes or when the library or driver is missing."""
-
-    def __init__(self) -> None:
-        self.module = _import_nvml()
-        self.available = self.module is not None and self._init()
-
-    def _init(self) -> bool:
-        """nvmlInit, reporting failure (no driver, no GPU) as unavailable instead of raising."""
-        try:
-            self.module.nvmlInit()
-            return True
-        except Exception as error:  # NVMLError subclasses, or OSError from a broken libnvidia-ml
-            logger.debug("NVML unavailable: %s", error)
-            return False
-
-    def handles(self) -> Iterator[Any]:
-        """Device handles to query: each whole GPU, or its MIG slices when MIG mode is on."""
-        nvml = self.module
-        for index in range(nvml.nvmlDeviceGetCount()):
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            yield from self._mig_handles(handle) or [handle]
-
-    def _mig_handles(self, handle: Any) -> list[Any]:
-        """The MIG device handles of a GPU in MIG mode; empty when MIG is off or unsupported."""
-        nvml = self.module
-        try:
-            current, _pending = nvml.nvmlDeviceGetMigMode(handle)
-            if current != nvml.NVML_DEVICE_MIG_ENABLE:
-                return []
-            slices = []
-            for index in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
-                try:
-                    slices.append(nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index))
-                except nvml.NVMLError:
-                    continue
-            return slices
-        except (nvml.NVMLError, AttributeError):
-            return []
-
-    def processes_by_device(self) -> list[list[NvmlProcess]]:
-        """Compute processes per device; a device that cannot report them contributes an empty list."""
-        result: list[list[NvmlProcess]] = []
-        for handle in self.handles():
-            try:
-                result.append(list(self.module.nvmlDeviceGetComputeRunningProcesses(handle)))
-            except self.module.NVMLError as error:
-                logger.debug("NVML process list unavailable: %s", error)
-                result.append([])
-        return result
-
-
-_NVML: _Nvml | None = None
-_NVML_LOCK = threading.Lock()
-
-
-def nvml() -> _Nvml:
-    """The process's NVML session, opened on first use."""
-    global _NVML
-    with _NVML_LOCK:
-        if _NVML is None:
-            _NVML = _Nvml()
-        return _NVML
-
-
-def read_devices() -> list[dict[str, int]]:
-    """Each GPU's utilisation (%) and memory used and total (bytes) now; empty without NVML (benchmarks)."""
-    session = nvml()
-    if not session.available:
-        return []
-    module, found = session.module, []
-    for index in range(module.nvmlDeviceGetCount()):
-        handle = module.nvmlDeviceGetHandleByIndex(index)
-        memory = module.nvmlDeviceGetMemoryInfo(handle)
-        found.append({"util": int(module.nvmlDeviceGetUtilizationRates(handle).gpu), "vram": int(memory.used),
-                      "total": int(memory.total)})
-    return found
-
-
-def read_gpu_memory(pid: int) -> tuple[bool, int | None]:
-    """(whether NVML answered, bytes ``pid`` uses or None); never raises, so a sampler cannot die on it."""
-    session = nvml()
-    if not session.available:
-        return False, None
-    try:
-        return True, gpu_memory_of(pid, session.processes_by_device())
-    except Exception as error:  # a driver hiccup must not take the replica's metrics down
-        logger.debug("NVML query failed: %s", error)
-        return False, None
 
 
 @dataclass

@@ -27,10 +27,12 @@ def release_memory() -> None:
 
 
 class ModelCache(Generic[K, M]):
-    """Keeps at most ``max_models`` models; the least recently used one is dropped first.
+    """Keeps at most ``max_models`` models; the least recently used one that is not pinned is dropped first.
 
     Models other than the ``pinned`` ones are also dropped after ``idle_ttl_s`` without use, so an
-    occasional request for another model does not hold its memory for the replica's lifetime.
+    occasional request for another model does not hold its memory for the replica's lifetime. Room is
+    made before a load (two large models never sit on a GPU at once), and a load holds only its own
+    key's lock, so requests for resident models are served while another model loads.
     """
 
     def __init__(self, loader: Callable[[K], M], max_models: int, idle_ttl_s: float | None = None,
@@ -45,23 +47,63 @@ class ModelCache(Generic[K, M]):
         self._models: OrderedDict[K, M] = OrderedDict()
         self._last_used: dict[K, float] = {}
         self._lock = threading.Lock()
+        self._loading: dict[K, threading.Lock] = {}
         self.loads = 0
         self.evictions = 0
 
     def get(self, key: K) -> M:
-        """Return the model for ``key``, loading it (and evicting the oldest) only when absent."""
+        """Return the model for ``key``, loading it (after evicting the oldest unpinned one) only when absent."""
         with self._lock:
-            self._last_used[key] = self._clock()
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            model = self._loader(key)
-            self.loads += 1
-            self._models[key] = model
-            while len(self._models) > self._max_models:
-                self._drop(next(iter(self._models)))
-            release_memory()
+            if (model := self._touch(key)) is not None:
+                return model
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                if (model := self._touch(key)) is not None:
+                    return model  # another thread loaded it while this one waited
+                evicted = self._make_room(self._max_models - 1)
+            if evicted:
+                release_memory()
+            try:
+                model = self._loader(key)
+            except BaseException:
+                with self._lock:
+                    self._loading.pop(key, None)
+                raise
+            with self._lock:  # resident and no longer loading in one step: no second load can slip between
+                self.loads += 1
+                self._models[key] = model
+                self._last_used[key] = self._clock()
+                self._loading.pop(key, None)
+                self._make_room(self._max_models, spare=key)  # concurrent loads of other keys may have overfilled it
             return model
+
+    def is_resident(self, key: K) -> bool:
+        """Whether ``key``'s model is loaded now (a ``get`` of it would not load)."""
+        with self._lock:
+            return key in self._models
+
+    def _touch(self, key: K) -> M | None:
+        """The resident model for ``key`` marked as just used, or None; the caller holds the lock."""
+        if key not in self._models:
+            return None
+        self._last_used[key] = self._clock()
+        self._models.move_to_end(key)
+        return self._models[key]
+
+    def _make_room(self, keep: int, spare: K | None = None) -> list[K]:
+        """Drop unpinned models other than ``spare``, oldest first, until at most ``keep`` remain (lock held).
+
+        Pinned models are never dropped: when only they are left, the cache stays over its bound.
+        """
+        dropped = []
+        while len(self._models) > keep:
+            victim = next((k for k in self._models if k not in self._pinned and k != spare), None)
+            if victim is None:
+                break
+            self._drop(victim)
+            dropped.append(victim)
+        return dropped
 
     def expire_idle(self) -> list[K]:
         """Drop unpinned models idle for longer than the time-to-live; returns their keys."""

@@ -8,6 +8,7 @@ any requests decode together, one encoder pass and one ``generate`` call a batch
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,8 +19,9 @@ import numpy as np
 from ray import serve
 
 from deployments.batcher import Batcher
+from deployments.cuda_stack import encode_once, on_gpu, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
-from deployments.gpu_budget import assigned_gpu_share, check_vram_budget, this_process_on_gpu
+from deployments.gpu_budget import VramBudget, assigned_gpu_share
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
@@ -55,13 +57,10 @@ def whisper_model_location(name: str, value: str) -> str:
 
 
 def release_buffers(device: str) -> None:
-    """Return per-request memory: Python garbage, freed heap pages, and CUDA's cached blocks under CUDA."""
-    release_memory()
-    if device != "cpu":
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    """On CPU, hand a batch's freed heap pages back to the system; on a GPU nothing: CTranslate2 keeps its own
+    device cache (torch's ``empty_cache`` frees none of it) and a collection per batch only costs GIL time."""
+    if not on_gpu(device):
+        release_memory()
 
 
 class WhisperEngine:
@@ -83,6 +82,8 @@ class WhisperEngine:
         from faster_whisper import WhisperModel
 
         name, device, compute_type = key
+        if on_gpu(device):
+            preload_cublas12()
         model = WhisperModel(
             whisper_model_location(name, self.settings.models[name]),
             device=device,
@@ -102,11 +103,17 @@ class WhisperEngine:
             raise UnknownModel(f"model {requested!r} is not served here", param="model")
         return name, self.cache.get(self._key(name))
 
+    def is_loaded(self, requested: str | None) -> bool:
+        """Whether the model for a requested name is resident, so ``check`` would not load (or download) it."""
+        name = self.settings.resolve(requested)
+        return name is not None and self.cache.is_resident(self._key(name))
+
     def check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """The model for ``options``, or a typed error for options it cannot honour (before any batching).
 
-        English-only models refuse other languages. They answer a translation request with the English
-        transcript, which is what translating English speech into English gives.
+        English-only models, and models configured with ``languages``, refuse other languages. English-only
+        ones answer a translation request with the English transcript, which is what translating English
+        speech into English gives.
         """
         name, model = self.model_for(options.model)
         if not model.model.is_multilingual and options.language not in (None, "en"):
@@ -114,7 +121,16 @@ class WhisperEngine:
                 f"model {name!r} is English-only; language {options.language!r} needs a multilingual model",
                 param="language",
             )
+        served = self.settings.languages.get(name)
+        if served and options.language is not None and options.language not in served:
+            raise InvalidRequest(f"model {name!r} is served for {served} here, not {options.language!r}",
+                                 param="language")
         return name, model
+
+    def detect_language(self, window: np.ndarray, options: TranscribeOptions) -> str:
+        """The language to decode a source in, from one of its windows: a source's windows then share it."""
+        name, model = self.check(options)
+        return options.language or self._language(name, model, window)
 
     def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions]) -> list[Transcription]:
         """Windows of at most 30 s, from any requests, decoded in batches; one transcription per window, in order.
@@ -146,6 +162,8 @@ class WhisperEngine:
         name, _ = self.check(options)
         vad = self.settings.vad_filter if options.vad_filter is None else options.vad_filter
         windows = list(speech_windows([audio], window_s, vad, SAMPLE_RATE))
+        if windows:
+            options = options.model_copy(update={"language": self.detect_language(windows[0].samples, options)})
         parts = self.transcribe_batch([w.samples for w in windows], [options] * len(windows))
         return stitch([(w.start, part) for w, part in zip(windows, parts, strict=True)], len(audio) / SAMPLE_RATE,
                       name, options.language or "en")
@@ -154,6 +172,17 @@ class WhisperEngine:
         """What one ``generate`` call shares across its batch, with the replica's default beam filled in."""
         return Decoding(beam_size=options.beam_size or self.settings.beam_size, temperature=options.temperature,
                         timestamps=options.timestamps, word_timestamps=options.word_timestamps)
+
+    def _language(self, name: str, model: WhisperModel, window: np.ndarray) -> str:
+        """The window's language: the model's one configured language, English for an English-only model, or
+        detected by a multilingual one (an encoder pass of its own)."""
+        served = self.settings.languages.get(name, [])
+        if len(served) == 1:
+            return served[0]
+        if not model.model.is_multilingual:
+            return "en"
+        language, _, ranked = model.detect_language(audio=window)
+        return next((code for code, _ in ranked if code in served), language) if served else language
 
     def stats(self) -> dict[str, Any]:
         """Loads, evictions and resident models: the figures that prove models are kept."""
@@ -169,6 +198,20 @@ def _request(options: TranscribeOptions) -> WindowRequest:
     return WindowRequest(language=options.language, task=options.task, initial_prompt=options.initial_prompt)
 
 
+def warm_up(engine: WhisperEngine, budget: VramBudget) -> None:
+    """On a GPU: one tiny encode (a broken CUDA stack fails the replica here), then a batch of ``max_batch_size``
+    windows, after which the VRAM budget is measured: batched decoding adds gigabytes to the weights."""
+    settings = engine.settings
+    _, model = engine.model_for(None)
+    encode_once(model)
+    loaded = budget.reading()
+    language = (settings.languages.get(settings.default_model) or ["en"])[0]
+    window = np.zeros(int(30 * SAMPLE_RATE), dtype=np.float32)
+    engine.transcribe_batch([window] * settings.max_batch_size,
+                            [TranscribeOptions(language=language)] * settings.max_batch_size)
+    budget.after_warm_up(loaded)
+
+
 @serve.deployment(name="Transcriber")
 class Transcriber:
     """Serve wrapper: one engine (and its loaded model) per replica, batching windows across requests.
@@ -182,16 +225,24 @@ class Transcriber:
 
     def __init__(self, settings: TranscriberSettings) -> None:
         self.metrics = ReplicaMetrics("Transcriber")
-        self.engine = WhisperEngine(settings, on_load=self.metrics.model_loaded)
+        gpu = on_gpu(settings.device)
+        self.budget = VramBudget(assigned_gpu_share(), settings.vram_ceiling) if gpu else None
+        self.engine = WhisperEngine(settings, on_load=self._loaded)
         self.batch_sizes: Counter[int] = Counter()
         self.batcher: Batcher[Window, Transcription] = Batcher(
             self._decode, settings.max_batch_size, settings.batch_wait_timeout_s, concurrency=settings.num_workers,
             on_batch=self._count_batch)
-        if settings.device != "cpu" and (measured := this_process_on_gpu()) is not None:
-            check_vram_budget(*measured, gpu_share=assigned_gpu_share(), ceiling=settings.vram_ceiling)
+        if self.budget is not None:
+            warm_up(self.engine, self.budget)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
         self.metrics.start_sampler()
         every(EXPIRY_INTERVAL_S, self._expire_idle_models, "expire-idle-models")
+
+    def _loaded(self, name: str) -> None:
+        """Count a model load and, on a GPU, check the VRAM budget again with it resident."""
+        self.metrics.model_loaded(name)
+        if self.budget is not None:
+            self.budget.after_load(name)
 
     def _expire_idle_models(self) -> None:
         if self.engine.cache.expire_idle():
@@ -199,9 +250,20 @@ class Transcriber:
 
     async def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
         """One window (at most 30 s), decoded in a batch with the windows waiting with it, from any request."""
-        name, _ = self.engine.check(options)  # a bad request fails alone, never the batch it would join
+        name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
         with self.metrics.track("transcribe", name, timed=False):
             return await self.batcher.submit((samples, options))
+
+    async def detect_language(self, samples: np.ndarray, options: TranscribeOptions) -> str:
+        """The language of a source from its first window (one encoder pass, off the event loop)."""
+        await self._check(options)
+        return await asyncio.to_thread(self.engine.detect_language, samples, options)
+
+    async def _check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
+        """``engine.check``, in a thread when it has to load a model, so the replica keeps serving meanwhile."""
+        if self.engine.is_loaded(options.model):
+            return self.engine.check(options)
+        return await asyncio.to_thread(self.engine.check, options)
 
     def _decode(self, windows: list[Window]) -> list[Transcription]:
         """One batch, in the batcher's worker thread; its audio and time go to the metrics together."""

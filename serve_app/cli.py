@@ -16,9 +16,14 @@ from serve_app import preflight
 
 def _check(args: argparse.Namespace) -> int:
     config = yaml.safe_load(Path(args.config).read_text())
-    nodes = None if args.offline else preflight.cluster_nodes(args.address)
-    problems = preflight.check(config, nodes)
-    where = "this config" if nodes is None else f"this config on the cluster at {args.address} ({len(nodes)} nodes)"
+    cluster = None if args.offline else preflight.inspect_cluster(args.address, config, gpu=args.gpu)
+    problems = preflight.check(config, cluster)
+    if args.gpu:
+        lines = preflight.local_gpu_lines() if cluster is None else cluster.gpu_lines
+        print(preflight.gpu_report(lines))
+        problems += preflight.gpu_problems(lines)
+    where = "this config" if cluster is None else \
+        f"this config on the cluster at {args.address} ({len(cluster.nodes)} nodes)"
     if not problems:
         print(f"ok: nothing is missing for {where}")
         return 0
@@ -117,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="a Serve config file, e.g. configs/prod.yaml")
     check.add_argument("--address", default="auto", help="the Ray cluster's address (default: auto)")
     check.add_argument("--offline", action="store_true", help="check the config and files only, no cluster")
+    check.add_argument("--gpu", action="store_true",
+                       help="also run the CUDA checks in a task on each GPU node (with --offline: on this machine)")
     check.set_defaults(run=_check)
     server = {"default": "http://127.0.0.1:8000", "help": "the service (API key from TRANSCRIBE_SERVE_API_KEY)"}
     ingest = commands.add_parser("ingest", help="transcribe many sources into the store, resumably")

@@ -1,12 +1,16 @@
 """Preflight: compare what a Serve config asks for with a running Ray cluster, before deploying it.
 
 A deployment that asks for a GPU on a cluster without one waits forever without an error; this says
-what is missing instead — GPUs, CPUs, memory, a node big enough for one replica, model files.
+what is missing instead — GPUs, CPUs, memory, a node big enough for one replica, model files, and on
+every node the secret files the config names and Ray's auth token. ``--gpu`` runs the CUDA stack's
+checks (``deployments.cuda_stack``) in a task on each GPU node.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,9 @@ from pydantic import ValidationError
 from serve_app.settings import EMBEDDED, AppSettings
 
 RESOURCES = ("CPU", "GPU", "memory")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+GPU_CHECK_SHARE = 0.01
+"""The GPU a check task asks for: enough to be placed on a GPU node and see its device, little enough to fit."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def _model_problem(key: str, value: str, download_root: str | None) -> str | Non
 
 
 def file_problems(settings: AppSettings) -> list[str]:
-    """Model and secret files the config names that this node does not have."""
+    """Model files the config names that this node does not have."""
     problems = [
         _model_problem(f"transcriber.models.{name}", value, settings.transcriber.download_root)
         for name, value in settings.transcriber.models.items()
@@ -95,15 +102,52 @@ def file_problems(settings: AppSettings) -> list[str]:
     embedder_path = settings.embedder.model_path
     if embedder_path != EMBEDDED and not Path(embedder_path).exists():
         problems.append(f"embedder.model_path: {embedder_path} does not exist on this node")
-    for key, value in (("downloader.cookies_file", settings.downloader.cookies_file),
-                       ("ingress.api_keys_file", settings.ingress.api_keys_file)):
-        if value and not Path(value).is_file():
-            problems.append(f"{key}: {value} does not exist on this node")
     return [p for p in problems if p]
 
 
-def check(config: dict[str, Any], nodes: list[dict[str, float]] | None) -> list[str]:
-    """Every problem found in ``config`` (against ``nodes`` when a cluster is given)."""
+def secret_files(settings: AppSettings) -> dict[str, str]:
+    """The secret files the config names, by key: every node an Ingress or Downloader may land on needs them."""
+    named = (("downloader.cookies_file", settings.downloader.cookies_file),
+             ("ingress.api_keys_file", settings.ingress.api_keys_file))
+    return {key: value for key, value in named if value}
+
+
+def open_to_network(config: dict[str, Any]) -> bool:
+    """Whether the config's HTTP proxy listens beyond loopback (then Ray's own ports must be guarded too)."""
+    return str((config.get("http_options") or {}).get("host", "127.0.0.1")) not in LOOPBACK
+
+
+def auth_problems(env: Mapping[str, str], home: Path) -> list[str]:
+    """Ray's token authentication on a node: on, with a token where Ray 2.60 looks for one."""
+    mode = env.get("RAY_AUTH_MODE")
+    if mode != "token":
+        return [f"Ray token authentication is off (RAY_AUTH_MODE={mode or 'unset'}): a cluster reachable from a "
+                "network needs RAY_AUTH_MODE=token and one token on every node (cluster.yaml: make cluster-secrets)"]
+    token_file = Path(env.get("RAY_AUTH_TOKEN_PATH") or home / ".ray" / "auth_token")
+    if env.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        return []
+    return [f"Ray token authentication is on but this node has no token (RAY_AUTH_TOKEN unset, {token_file} missing)"]
+
+
+def node_report(secrets: dict[str, str], guarded: bool) -> list[str]:
+    """What the node this runs on lacks: the named secret files, and with ``guarded`` a Ray auth token."""
+    problems = [f"{key}: {value} does not exist on this node" for key, value in secrets.items()
+                if not Path(value).is_file()]
+    return problems + (auth_problems(os.environ, Path.home()) if guarded else [])
+
+
+@dataclass
+class Cluster:
+    """What the preflight read from a running cluster: its nodes' resources and what each node lacks."""
+
+    nodes: list[dict[str, float]]
+    node_problems: dict[str, list[str]] = field(default_factory=dict)
+    gpu_lines: dict[str, list[Any]] | None = None
+    """Per GPU node, the CUDA stack's check lines (``deployments.cuda_stack.Line``); None unless asked for."""
+
+
+def check(config: dict[str, Any], cluster: Cluster | None) -> list[str]:
+    """Every problem found in ``config``: on this node alone, or against ``cluster``'s nodes when one is given."""
     problems = []
     for app in config.get("applications", []):
         try:
@@ -112,17 +156,81 @@ def check(config: dict[str, Any], nodes: list[dict[str, float]] | None) -> list[
             problems += [f"args.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
             continue
         problems += file_problems(settings)
-        if nodes is not None:
-            problems += placement_problems(needs(app), nodes)
-    return problems
+        if cluster is None:
+            problems += node_report(secret_files(settings), open_to_network(config))
+        else:
+            problems += placement_problems(needs(app), cluster.nodes)
+    if cluster is not None:
+        problems += [f"node {node}: {problem}" for node, found in cluster.node_problems.items() for problem in found]
+    return list(dict.fromkeys(problems))
 
 
-def cluster_nodes(address: str) -> list[dict[str, float]]:
-    """The alive nodes' total resources of the running cluster at ``address``."""
+def gpu_problems(lines: dict[str, list[Any]] | None) -> list[str]:
+    """The GPU checks that failed, one problem each, or that no GPU node answered; none when not asked for."""
+    if lines is None:
+        return []
+    if not lines:
+        return ["GPU checks: the cluster has no GPU node to run them on"]
+    return [f"node {node}: GPU check '{line.name}' failed: {line.detail}"
+            for node, found in lines.items() for line in found if not line.ok]
+
+
+def gpu_report(lines: dict[str, list[Any]]) -> str:
+    """The GPU checks as the command prints them: each node, then its named lines."""
+    return "\n".join(f"GPU node {node}:\n" + "\n".join(f"  {line}" for line in found) for node, found in lines.items())
+
+
+def local_gpu_lines() -> dict[str, list[Any]]:
+    """The CUDA stack's check lines of this machine, as ``inspect_cluster`` gives them per GPU node."""
+    import socket
+
+    from deployments.cuda_stack import node_checks
+
+    return {f"{socket.gethostname()} (this machine)": node_checks()}
+
+
+def inspect_cluster(address: str, config: dict[str, Any], gpu: bool, timeout_s: float = 300) -> Cluster:
+    """The running cluster at ``address``: resources, a task on every node for its files and token, and with
+    ``gpu`` a task on every GPU node for its CUDA stack."""
     import ray
 
+    from deployments.cuda_stack import Line, node_checks
+
+    secrets = {key: value for app in config.get("applications", []) for key, value in _secrets_of(app).items()}
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
-        return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        reports = {node["NodeManagerAddress"]: _task_on(node, node_report, num_cpus=0).remote(
+            secrets, open_to_network(config)) for node in alive}
+        gpu_nodes = [node for node in alive if gpu and node["Resources"].get("GPU", 0) > 0]
+        checks = {node["NodeManagerAddress"]: _task_on(node, node_checks, num_cpus=0, num_gpus=GPU_CHECK_SHARE)
+                  .remote() for node in gpu_nodes}
+        refs = [*reports.values(), *checks.values()]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=timeout_s)[0])
+        node_problems = {}
+        for node, ref in reports.items():
+            if found := ray.get(ref) if ref in ready else ["did not answer the preflight's task"]:
+                node_problems[node] = found
+        late = Line("scheduled", False, f"no GPU share of {GPU_CHECK_SHARE} came free within {timeout_s:.0f} s "
+                    "(do the replicas hold all of it? run the check before `serve deploy`)")
+        gpu_lines = {node: ray.get(ref) if ref in ready else [late] for node, ref in checks.items()}
+        return Cluster([dict(node["Resources"]) for node in alive], node_problems, gpu_lines if gpu else None)
     finally:
         ray.shutdown()
+
+
+def _task_on(node: dict[str, Any], function: Any, **resources: float) -> Any:
+    """``function`` as a Ray task that runs on ``node`` and nowhere else."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return ray.remote(**resources)(function).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+
+
+def _secrets_of(app: dict[str, Any]) -> dict[str, str]:
+    """The secret files an application's args name; none when the args do not validate (``check`` says why)."""
+    try:
+        return secret_files(AppSettings.model_validate(app.get("args", {})))
+    except ValidationError:
+        return {}

@@ -82,13 +82,20 @@ class TranscriberSettings(Section):
         description="Allowed model names mapped to a local path, a hub id, or 'embedded'.",
     )
     aliases: dict[str, str] = Field(default_factory=lambda: {"whisper-1": "tiny.en"})
+    languages: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Languages a model is served for (distil-large-v3: [en]); with one, no detection runs. "
+                    "A model not listed serves every language it knows.",
+    )
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
     cpu_threads: int = Field(2, ge=1)
     num_workers: int = Field(
         1, ge=1, description="Batches decoded at once (CTranslate2's parallel workers sharing the model)."
     )
-    max_models: int = Field(2, ge=1, description="Models one replica keeps loaded at most (LRU).")
+    max_models: int = Field(
+        2, ge=1, description="Models one replica keeps loaded at most (LRU); the default is one and is never evicted."
+    )
     model_idle_ttl_s: float | None = Field(
         600, gt=0, description="Unload a model other than the default after this long unused; null keeps it."
     )
@@ -108,6 +115,14 @@ class TranscriberSettings(Section):
         for alias, target in self.aliases.items():
             if target not in self.models:
                 raise ValueError(f"aliases.{alias} points at {target!r}, which is not a key of models")
+        for name, languages in self.languages.items():
+            if name not in self.models:
+                raise ValueError(f"languages.{name}: {name!r} is not a key of models")
+            if not languages:
+                raise ValueError(f"languages.{name} is empty; leave the model out to serve every language")
+        if len(self.models) > 1 and self.max_models < 2:
+            raise ValueError("max_models must be at least 2 when models other than the default are allowed: "
+                             "the default stays loaded and takes one place")
         return self
 
     def resolve(self, name: str | None) -> str | None:

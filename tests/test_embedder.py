@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
-from deployments.embedder import EmbeddingEngine, chunk_segments
+from deployments.embedder import EmbeddingEngine, cap_gpu_memory, chunk_segments
 from deployments.schemas import Segment
 from serve_app.settings import EmbedderSettings
 
@@ -65,3 +67,23 @@ def test_tokens_are_counted_with_the_model_tokenizer(engine: EmbeddingEngine) ->
     one = engine.count_tokens(["rain"])
     assert one == 3  # [CLS] rain [SEP]
     assert engine.count_tokens(["rain", "heavy rain falls"]) == one + 5
+
+
+class FakeCuda:
+    """torch.cuda's memory cap on a node whose driver accepts it, or refuses it."""
+
+    def __init__(self, refuse: bool) -> None:
+        self.refuse, self.fractions = refuse, []
+
+    def set_per_process_memory_fraction(self, fraction: float) -> None:
+        if self.refuse:
+            raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
+        self.fractions.append(fraction)
+
+
+def test_the_embedder_caps_torch_at_its_share_or_warns_and_runs_uncapped(caplog: pytest.LogCaptureFixture) -> None:
+    accepted = FakeCuda(refuse=False)
+    assert cap_gpu_memory(accepted, 0.08) and accepted.fractions == [0.08]
+    with caplog.at_level(logging.WARNING, logger="deployments.embedder"):
+        assert not cap_gpu_memory(FakeCuda(refuse=True), 0.08)
+    assert "could not cap its GPU memory at 8% of the card" in caplog.text

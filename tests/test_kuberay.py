@@ -156,3 +156,15 @@ def test_check_fails_with_a_clear_message_on_a_stale_manifest(
     err = capsys.readouterr().err
     assert "out of date" in err and "python -m serve_app.kuberay" in err and "num_gpus: 0.5" in err
     assert kuberay.check(tmp_path / "missing.yaml") == 1
+
+
+def test_the_serve_controller_packs_replicas_onto_gpus_by_configuration(committed: dict[str, Any]) -> None:
+    """Pack scheduling is an environment variable of the head, where the controller places replicas."""
+    head = committed["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"name": "RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY", "value": "1"} in head["env"]
+
+
+def test_the_image_is_built_with_the_gpu_install() -> None:
+    dockerfile = (kuberay.ROOT / "Dockerfile").read_text()
+    assert "FROM rayproject/ray:2.60.0-" in dockerfile
+    assert "install-gpu VENV=/home/ray/anaconda3" in dockerfile

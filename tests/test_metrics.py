@@ -13,7 +13,8 @@ import pytest
 import ray
 
 from deployments import metrics
-from deployments.metrics import ReplicaMetrics, gpu_memory_of
+from deployments.metrics import ReplicaMetrics
+from deployments.nvml import gpu_memory_of
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "configs" / "grafana-dashboard.json"
 MiB = 1024 * 1024

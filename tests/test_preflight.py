@@ -8,7 +8,19 @@ import sys
 import pytest
 import yaml
 
-from serve_app.preflight import Need, check, needs, placement_problems
+from deployments.cuda_stack import Line
+from serve_app.preflight import (
+    Cluster,
+    Need,
+    auth_problems,
+    check,
+    gpu_problems,
+    gpu_report,
+    needs,
+    node_report,
+    open_to_network,
+    placement_problems,
+)
 from tests.conftest import ROOT, Service, local_config
 
 GIB = 2**30
@@ -50,11 +62,50 @@ def test_bad_args_and_missing_files_are_reported(tmp_path) -> None:
     config = {"applications": [local_config()["applications"][0]]}
     config["applications"][0]["args"]["transcriber"]["models"]["mine"] = str(tmp_path / "absent-model")
     config["applications"][0]["args"]["downloader"]["cookies_file"] = str(tmp_path / "cookies.txt")
-    problems = check(config, nodes=None)
+    problems = check(config, None)
     assert f"transcriber.models.mine: {tmp_path / 'absent-model'} does not exist on this node" in problems
     assert any(p.startswith("downloader.cookies_file") for p in problems)
     config["applications"][0]["args"]["embedder"]["chunk_word"] = 3
-    assert any(p.startswith("args.embedder.chunk_word") for p in check(config, nodes=None))
+    assert any(p.startswith("args.embedder.chunk_word") for p in check(config, None))
+
+
+def test_a_node_without_the_token_or_the_keys_file_is_named(tmp_path, monkeypatch) -> None:
+    home = tmp_path / "home"
+    assert "RAY_AUTH_MODE=unset" in auth_problems({}, home)[0]
+    assert "no token (RAY_AUTH_TOKEN unset" in auth_problems({"RAY_AUTH_MODE": "token"}, home)[0]
+    assert auth_problems({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "abc"}, home) == []
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("abc")
+    assert auth_problems({"RAY_AUTH_MODE": "token"}, home) == []
+    keys = tmp_path / "api-keys"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert node_report({"ingress.api_keys_file": str(keys)}, guarded=False) == [
+        f"ingress.api_keys_file: {keys} does not exist on this node"]
+    keys.write_text("key\n")
+    assert node_report({"ingress.api_keys_file": str(keys)}, guarded=False) == []
+    assert node_report({}, guarded=True)[0].startswith("Ray token authentication is off")
+
+
+def test_prod_listens_on_the_network_and_local_does_not() -> None:
+    assert open_to_network(yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text()))
+    assert not open_to_network(local_config())
+
+
+def test_each_nodes_findings_are_reported_under_its_name() -> None:
+    config = {"applications": [local_config()["applications"][0]]}
+    cluster = Cluster([{"CPU": 8, "memory": 64 * GIB}], {"10.0.0.7": ["ingress.api_keys_file: /x does not exist"]})
+    assert check(config, cluster) == ["node 10.0.0.7: ingress.api_keys_file: /x does not exist"]
+
+
+def test_gpu_lines_become_a_report_and_their_failures_problems() -> None:
+    lines = {"10.0.0.8": [Line("ctranslate2 sees the device", True, "1 device(s)"),
+                          Line("a tiny encode works", False, "CudaStackBroken: libcublas.so.12 is not found")]}
+    assert gpu_report(lines) == ("GPU node 10.0.0.8:\n  ok   ctranslate2 sees the device: 1 device(s)\n"
+                                 "  FAIL a tiny encode works: CudaStackBroken: libcublas.so.12 is not found")
+    assert gpu_problems(lines) == ["node 10.0.0.8: GPU check 'a tiny encode works' failed: "
+                                   "CudaStackBroken: libcublas.so.12 is not found"]
+    assert gpu_problems({}) == ["GPU checks: the cluster has no GPU node to run them on"]
+    assert gpu_problems(None) == []
 
 
 def run_check(*args: str) -> subprocess.CompletedProcess:
@@ -70,3 +121,14 @@ def test_check_against_the_running_cluster(service: Service) -> None:
     local = run_check("configs/local.yaml", "--address", service.ray_address)
     assert local.returncode == 0, local.stdout + local.stderr
     assert "ok: nothing is missing" in local.stdout and "(1 nodes)" in local.stdout
+    assert "Ray token authentication is off" in prod.stdout, "prod listens on 0.0.0.0: every node needs the token"
+    assert "api_keys_file: /mnt/secrets/transcribe-serve/api-keys does not exist on this node" in prod.stdout
+    gpu = run_check("configs/local.yaml", "--address", service.ray_address, "--gpu")
+    assert gpu.returncode == 1 and "the cluster has no GPU node" in gpu.stdout, gpu.stdout + gpu.stderr
+
+
+def test_the_gpu_checks_run_offline_on_this_machine_and_name_each_failure() -> None:
+    result = run_check("configs/local.yaml", "--offline", "--gpu")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "(this machine):\n  FAIL ctranslate2 sees the device" in result.stdout
+    assert "GPU check 'torch sees CUDA' failed" in result.stdout

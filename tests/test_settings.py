@@ -54,6 +54,24 @@ def test_default_model_must_be_configured() -> None:
         TranscriberSettings(default_model="large-v3")
 
 
+def test_model_languages_name_configured_models_and_are_not_empty() -> None:
+    with pytest.raises(ValidationError, match="languages.large-v3: 'large-v3' is not a key of models"):
+        TranscriberSettings(languages={"large-v3": ["en"]})
+    with pytest.raises(ValidationError, match="languages.tiny.en is empty"):
+        TranscriberSettings(languages={"tiny.en": []})
+
+
+def test_prod_serves_distil_large_v3_in_english_without_detection() -> None:
+    args = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]["args"]
+    assert TranscriberSettings.model_validate(args["transcriber"]).languages["distil-large-v3"] == ["en"]
+
+
+def test_the_default_takes_a_place_in_the_model_cache() -> None:
+    with pytest.raises(ValidationError, match="max_models must be at least 2"):
+        TranscriberSettings(models={"tiny.en": "embedded", "other": "embedded"}, max_models=1)
+    assert TranscriberSettings(max_models=1).max_models == 1
+
+
 def test_aliases_resolve_and_unknown_names_do_not() -> None:
     settings = TranscriberSettings()
     assert settings.resolve("whisper-1") == "tiny.en"
@@ -68,4 +86,25 @@ def test_cluster_yaml_starts_the_app_with_the_prod_config() -> None:
     assert gpu_nodes, "cluster.yaml declares no GPU worker type"
     commands = "\n".join(cluster["head_start_ray_commands"] + cluster.get("head_setup_commands", []))
     assert "configs/prod.yaml" in commands
-    assert any("pip install" in c for c in cluster["setup_commands"])
+    assert any("make -C /home/ubuntu/transcribe-serve install-gpu" in c for c in cluster["setup_commands"])
+
+
+def test_cluster_yaml_gives_every_node_a_current_gpu_image_the_gpu_stack_and_both_secrets() -> None:
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    for node_type in cluster["available_node_types"].values():
+        image = node_type["node_config"]["ImageId"]
+        assert image.lower() != "latest_dlami", "Ray 2.60 maps latest_dlami to an Ubuntu 18.04 / CUDA 11 image"
+        assert image.startswith("resolve:ssm:") and "ubuntu-22.04" in image
+    mounts = cluster["file_mounts"]
+    assert mounts["/home/ubuntu/.ray/auth_token"] == "./secrets/ray-auth-token"
+    setup = "\n".join(cluster["setup_commands"])
+    assert "install-gpu" in setup
+    prod = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]["args"]
+    keys_file = prod["ingress"]["api_keys_file"]
+    copied = next(remote for remote, local in mounts.items() if local == "./secrets/api-keys")
+    assert f"{copied} {keys_file}" in setup, "the keys file prod.yaml names is installed on every node"
+    starts = cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make cluster-secrets" in (ROOT / "cluster.yaml").read_text() and "cluster-secrets:" in makefile
+    assert "secrets/ray-auth-token" in makefile and "secrets/api-keys" in makefile

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.throughput import main
-
-pytestmark = pytest.mark.serve
+from benchmarks.throughput import PeakRss, gpu_figures, gpu_summary, main, plot_gpu
 
 KINDS = {"direct", "naive", "service", "long_direct", "long_service", "youtube_mix", "long_fanout"}
 
 
+@pytest.mark.serve
 def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
     assert main(["--quick", "--out", str(tmp_path), "--concurrency", "2", "--long-minutes", "0.3"]) == 0
     (path,) = tmp_path.glob("*.json")
@@ -44,3 +43,36 @@ def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
     assert naive["model_loads"] == naive["requests"] > 1
     assert path.with_suffix(".md").read_text().count("\n| ") == len(rows) + 2
     assert path.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_gpu_figures_survive_a_node_without_nvml_and_a_mig_slice(tmp_path: Path) -> None:
+    """Without NVML (this machine) the GPU summary says so; on MIG, utilisation is unknown, not a crash."""
+    with PeakRss(gpu_figures, interval_s=60, timeline=True) as sampled:
+        pass
+    summary = gpu_summary(sampled)
+    assert summary["nvml"] is False and summary["vram_total_mib"] is None and summary["util_mean_pct"] is None
+    plot_gpu(summary, tmp_path / "none.png")
+    mig = [{"util": None, "vram": 3 * 2**30, "total": 20 * 2**30}]
+    assert gpu_figures(mig) == {"gpu0/vram": 3 * 2**30}
+    with PeakRss(lambda: gpu_figures(mig), interval_s=60, timeline=True) as sampled:
+        pass
+    summary = gpu_summary(sampled, mig)
+    assert (summary["vram_peak_mib"], summary["vram_total_mib"], summary["util_peak_pct"]) == (3072, 20480, None)
+    plot_gpu(summary, tmp_path / "mig.png")
+    assert (tmp_path / "mig.png").stat().st_size > 0
+
+
+def test_the_prepared_gpu_run_passes_options_the_commands_take() -> None:
+    """benchmarks/gpu_run.sh runs unattended on a lent GPU: a renamed option must fail here, not there."""
+    import shlex
+
+    from benchmarks.throughput import parse
+    from serve_app.cli import parser
+
+    script = (Path(__file__).parent.parent / "benchmarks" / "gpu_run.sh").read_text()
+    (line,) = [line for line in script.splitlines() if "-m benchmarks.throughput" in line]
+    args = parse(shlex.split(line.split("-m benchmarks.throughput", 1)[1].replace('"$OUT"', "/tmp/out")))
+    assert args.out == "/tmp/out" and args.gpu and args.quick and args.concurrency == [16] and args.long_minutes == 2
+    (line,) = [line for line in script.splitlines() if "-m serve_app.cli check" in line]
+    check = parser().parse_args(shlex.split(line.split("-m serve_app.cli", 1)[1]))
+    assert check.offline and check.gpu and check.config == "configs/local.yaml"

@@ -17,7 +17,7 @@ from tests.conftest import SCRIPTS, word_error_rate
 
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
-    return WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=1))
+    return WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=2))
 
 
 def test_transcripts_are_close_to_the_spoken_text(engine: WhisperEngine, speech: dict[str, Path]) -> None:
@@ -48,12 +48,25 @@ def test_the_loaded_model_is_kept_between_requests(engine: WhisperEngine, speech
     assert engine.stats()["models_resident"] == ["tiny.en"]
 
 
-def test_another_model_loads_on_demand_and_evicts_past_the_bound(speech: dict[str, Path]) -> None:
-    engine = WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}, max_models=1))
+def test_another_model_loads_on_demand_and_evicts_past_the_bound_but_never_the_default(
+        speech: dict[str, Path]) -> None:
+    models = {"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED, "tiny-other": EMBEDDED}
+    engine = WhisperEngine(TranscriberSettings(models=models, max_models=2))
     assert engine.cache.loads == 1
+    assert engine.is_loaded(None) and not engine.is_loaded("tiny-copy")
     engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-copy"))
     engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-copy"))
-    assert engine.stats() == {"model_loads": 2, "model_evictions": 1, "models_resident": ["tiny-copy"]}
+    engine.transcribe(decode(speech["cooking"]), TranscribeOptions(model="tiny-other"))
+    assert engine.stats() == {"model_loads": 3, "model_evictions": 1, "models_resident": ["tiny.en", "tiny-other"]}
+
+
+def test_a_source_language_comes_from_configuration_before_detection(speech: dict[str, Path]) -> None:
+    engine = WhisperEngine(TranscriberSettings(languages={"tiny.en": ["en"]}))
+    audio = decode(speech["cooking"])
+    assert engine.detect_language(audio, TranscribeOptions()) == "en"
+    assert engine.detect_language(audio, TranscribeOptions(language="en")) == "en"
+    with pytest.raises(InvalidRequest, match="language 'de'"):
+        engine.detect_language(audio, TranscribeOptions(language="de"))
 
 
 def test_unknown_model_and_impossible_options_are_refused(engine: WhisperEngine, speech: dict[str, Path]) -> None:
@@ -166,3 +179,45 @@ def test_rss_falls_back_after_an_idle_model_is_unloaded(speech: dict[str, Path])
     unloaded = rss_bytes()
     assert loaded - baseline > 20 * 2**20, (baseline, loaded)
     assert unloaded - baseline < (loaded - baseline) / 2, (baseline, loaded, unloaded)
+
+
+def test_the_warm_up_runs_a_full_batch_before_the_vram_budget_is_measured() -> None:
+    """What a cuda replica runs in __init__, here on the real model on CPU with NVML's readings given."""
+    from deployments.gpu_budget import GIB, VramBudget, VramBudgetExceeded, VramReading
+    from deployments.transcriber import warm_up
+
+    engine = WhisperEngine(TranscriberSettings(max_batch_size=3))
+    decoded: list[int] = []
+    batch = engine.transcribe_batch
+    engine.transcribe_batch = lambda windows, options: decoded.append(len(windows)) or batch(windows, options)
+    readings = iter([VramReading(0, 0, 24 * GIB), VramReading(3 * GIB, 12 * GIB, 24 * GIB),
+                     VramReading(5 * GIB, 20 * GIB, 24 * GIB)])
+    budget = VramBudget(0.25, 0.8, read=lambda: next(readings))
+    with pytest.raises(VramBudgetExceeded, match="with a warm-up batch takes 5.00 GiB"):
+        warm_up(engine, budget)
+    assert decoded == [3], "one batch of max_batch_size windows, measured after it"
+    assert budget.settled and budget.batch_bytes == 2 * GIB
+
+
+def test_a_model_that_must_load_is_checked_off_the_event_loop() -> None:
+    import asyncio
+    import threading
+
+    from deployments.transcriber import Transcriber
+
+    engine = WhisperEngine(TranscriberSettings(models={"tiny.en": EMBEDDED, "tiny-copy": EMBEDDED}))
+    threads: list[int] = []
+    check = engine.check
+    engine.check = lambda options: threads.append(threading.get_ident()) or check(options)
+    replica = Transcriber.func_or_class.__new__(Transcriber.func_or_class)
+    replica.engine = engine
+
+    async def both() -> int:
+        await replica._check(TranscribeOptions())
+        await replica._check(TranscribeOptions(model="tiny-copy"))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(both())
+    assert threads[0] == loop_thread, "a resident model is checked in place"
+    assert threads[1] != loop_thread, "a load runs in a worker thread"
+    assert engine.is_loaded("tiny-copy")
