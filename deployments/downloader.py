@@ -21,8 +21,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.audio import decode_blocks
-from deployments.errors import InvalidRequest, ServiceError, SourceFailed, guarded
-from deployments.fanout import SourceLanguage, transcribe_windows
+from deployments.errors import InvalidRequest, ServiceError, SourceFailed
+from deployments.fanout import transcribe_windows
 from deployments.media_download import BOT_CHECK_HINT, Limits, downloaded, expand_playlist, ytdlp_options
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import release_memory
@@ -209,12 +209,10 @@ class Downloader:
     async def _transcribed(self, kind: str, items: Iterator[Any], options: TranscribeOptions) -> AsyncIterator[Any]:
         """The stream with its windows transcribed; counts the request and its audio under ``model`` "asr"
         (decoded) or "captions" (never downloaded)."""
-        source = SourceLanguage(options, self._detect_language)
-
         def transcribe(samples: np.ndarray) -> Any:
-            return self.transcriber.transcribe.remote(samples, source.options)
+            return self.transcriber.transcribe.remote(samples, options)
 
-        windows = transcribe_windows(source.windows(in_threads(items)), transcribe, self.settings.windows_in_flight)
+        windows = transcribe_windows(in_threads(items), transcribe, self.settings.windows_in_flight)
         with self.metrics.track(kind, "asr") as tracked:
             async with aclosing(windows):
                 async for item in windows:
@@ -223,10 +221,6 @@ class Downloader:
                     elif isinstance(item, AudioEnd):
                         tracked.audio_seconds = item.duration
                     yield item
-
-    async def _detect_language(self, samples: np.ndarray, options: TranscribeOptions) -> str:
-        """A source's language from its first window, by a transcriber (once per source, not per window)."""
-        return await guarded(self.transcriber.detect_language.remote(samples, options))
 
     async def expand(self, url: str) -> list[str]:
         return await asyncio.to_thread(self.resolver.expand, url)

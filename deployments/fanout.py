@@ -1,18 +1,16 @@
-"""Sending a source's windows to the transcribers as they are decoded, a bounded number at once, in order,
-in the language detected once for the source."""
+"""Sending a source's windows to the transcribers as they are decoded, a bounded number at once, in order."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 
 from deployments.errors import guarded
-from deployments.schemas import AudioWindow, TranscribedWindow, TranscribeOptions
+from deployments.schemas import AudioWindow, TranscribedWindow
 
 InFlight = deque[tuple[float, Any, "asyncio.Task[Any]"]]
 
@@ -53,23 +51,3 @@ async def _first(in_flight: InFlight) -> TranscribedWindow:
     start, _, task = in_flight.popleft()
     return TranscribedWindow(start=start, transcription=await task)
 
-
-class SourceLanguage:
-    """A source's decoding options, with its language filled in once, from its first window, when none was asked.
-
-    Detection is an encoder pass: done per window it doubles a multilingual model's encoder work, and windows
-    of one source could come out in different languages. ``detect(samples, options)`` is awaited once.
-    """
-
-    def __init__(self, options: TranscribeOptions, detect: Callable[[np.ndarray, TranscribeOptions], Awaitable[str]]):
-        self.options = options
-        self._detect = detect
-
-    async def windows(self, items: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
-        """``items`` as they come; before the first ``AudioWindow`` passes, the language is settled."""
-        async with aclosing(items):
-            async for item in items:
-                if isinstance(item, AudioWindow) and self.options.language is None:
-                    language = await self._detect(item.samples, self.options)
-                    self.options = self.options.model_copy(update={"language": language})
-                yield item

@@ -127,11 +127,6 @@ class WhisperEngine:
                                  param="language")
         return name, model
 
-    def detect_language(self, window: np.ndarray, options: TranscribeOptions) -> str:
-        """The language to decode a source in, from one of its windows: a source's windows then share it."""
-        name, model = self.check(options)
-        return options.language or self._language(name, model, window)
-
     def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions]) -> list[Transcription]:
         """Windows of at most 30 s, from any requests, decoded in batches; one transcription per window, in order.
 
@@ -148,7 +143,8 @@ class WhisperEngine:
             for (name, decoding, _), indices in groups.items():
                 batch = [windows[i] for i in indices]
                 requests = [_request(options[i]) for i in indices]
-                decoded = decode_windows(self.cache.get(self._key(name)), batch, requests, decoding)
+                decoded = decode_windows(self.cache.get(self._key(name)), batch, requests, decoding,
+                                         served=self.settings.languages.get(name, []))
                 for index, window, part in zip(indices, batch, decoded, strict=True):
                     results[index] = Transcription(
                         model=name, language=part.language, duration=len(window) / SAMPLE_RATE,
@@ -162,8 +158,6 @@ class WhisperEngine:
         name, _ = self.check(options)
         vad = self.settings.vad_filter if options.vad_filter is None else options.vad_filter
         windows = list(speech_windows([audio], window_s, vad, SAMPLE_RATE))
-        if windows:
-            options = options.model_copy(update={"language": self.detect_language(windows[0].samples, options)})
         parts = self.transcribe_batch([w.samples for w in windows], [options] * len(windows))
         return stitch([(w.start, part) for w, part in zip(windows, parts, strict=True)], len(audio) / SAMPLE_RATE,
                       name, options.language or "en")
@@ -172,17 +166,6 @@ class WhisperEngine:
         """What one ``generate`` call shares across its batch, with the replica's default beam filled in."""
         return Decoding(beam_size=options.beam_size or self.settings.beam_size, temperature=options.temperature,
                         timestamps=options.timestamps, word_timestamps=options.word_timestamps)
-
-    def _language(self, name: str, model: WhisperModel, window: np.ndarray) -> str:
-        """The window's language: the model's one configured language, English for an English-only model, or
-        detected by a multilingual one (an encoder pass of its own)."""
-        served = self.settings.languages.get(name, [])
-        if len(served) == 1:
-            return served[0]
-        if not model.model.is_multilingual:
-            return "en"
-        language, _, ranked = model.detect_language(audio=window)
-        return next((code for code, _ in ranked if code in served), language) if served else language
 
     def stats(self) -> dict[str, Any]:
         """Loads, evictions and resident models: the figures that prove models are kept."""
@@ -253,11 +236,6 @@ class Transcriber:
         name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
         with self.metrics.track("transcribe", name, timed=False):
             return await self.batcher.submit((samples, options))
-
-    async def detect_language(self, samples: np.ndarray, options: TranscribeOptions) -> str:
-        """The language of a source from its first window (one encoder pass, off the event loop)."""
-        await self._check(options)
-        return await asyncio.to_thread(self.engine.detect_language, samples, options)
 
     async def _check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """``engine.check``, in a thread when it has to load a model, so the replica keeps serving meanwhile."""

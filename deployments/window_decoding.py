@@ -14,6 +14,7 @@ output, without another encoder pass.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,13 +71,17 @@ class DecodedWindow:
 
 
 def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: list[WindowRequest],
-                   decoding: Decoding) -> list[DecodedWindow]:
-    """Every window decoded in one batch, in order; each window (at most 30 s) in a single pass."""
+                   decoding: Decoding, served: Sequence[str] = ()) -> list[DecodedWindow]:
+    """Every window decoded in one batch, in order; each window (at most 30 s) in a single pass.
+
+    ``served``: the languages configured for the model (``transcriber.languages``); detection picks among
+    them, and a model served for one language detects nothing.
+    """
     if not windows:
         return []
     features = np.stack([_features(model, window) for window in windows])
     encoded = model.encode(features)
-    languages = _languages(model, encoded, requests)
+    languages = _languages(model, encoded, requests, served)
     tokenizers = [_tokenizer(model, language, request.task)
                   for language, request in zip(languages, requests, strict=True)]
     prompts = [model.get_prompt(tokenizer, _prompt_tokens(tokenizer, request.initial_prompt), without_timestamps=True)
@@ -107,14 +112,22 @@ def _features(model: WhisperModel, window: np.ndarray) -> np.ndarray:
     return pad_or_trim(model.feature_extractor(window)[..., :-1])
 
 
-def _languages(model: WhisperModel, encoded: Any, requests: list[WindowRequest]) -> list[str]:
-    """Each window's language: the requested one, English for an English-only model, else detected here."""
-    if not model.model.is_multilingual:
-        return ["en"] * len(requests)
+def _languages(model: WhisperModel, encoded: Any, requests: list[WindowRequest], served: Sequence[str]) -> list[str]:
+    """Each window's language: the requested one; else English for an English-only model, the one language
+    the model is served for, or the likeliest (of those served) by detection from the batch's encoder output."""
+    if not model.model.is_multilingual or len(served) == 1:
+        fixed = served[0] if served else "en"
+        return [request.language or fixed for request in requests]
     detected: list[str] = []
     if any(request.language is None for request in requests):
-        detected = [found[0][0].strip("<|>") for found in model.model.detect_language(encoded)]
+        detected = [likeliest_language(ranked, served) for ranked in model.model.detect_language(encoded)]
     return [request.language or detected[index] for index, request in enumerate(requests)]
+
+
+def likeliest_language(ranked: list[tuple[str, float]], served: Sequence[str]) -> str:
+    """The most probable language token of ``ranked`` (``<|fr|>``, …) among ``served`` (any, when empty)."""
+    codes = [token.strip("<|>") for token, _ in ranked]
+    return next((code for code in codes if code in served), codes[0]) if served else codes[0]
 
 
 def _tokenizer(model: WhisperModel, language: str, task: str) -> Tokenizer:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from deployments.errors import InvalidRequest
-from deployments.fanout import SourceLanguage, transcribe_windows
+from deployments.fanout import transcribe_windows
 from deployments.schemas import (
     AudioEnd,
     AudioWindow,
@@ -187,41 +187,6 @@ def test_audio_with_no_speech_gives_an_empty_transcript_of_its_length() -> None:
     source = Source(HEADER, TranscribeOptions(), Stream([AudioEnd(duration=42.0)]))
     result = asyncio.run(TranscriptPipeline(None, None, None, AppSettings()).transcription(source))
     assert result.text == "" and result.segments == [] and result.duration == 42.0
-
-
-class LanguageCalls:
-    """The language each window was sent with, and the windows a detection was asked for."""
-
-    def __init__(self) -> None:
-        self.detected: list[int] = []
-        self.sent: list[str | None] = []
-
-    async def detect(self, samples: np.ndarray, options: TranscribeOptions) -> str:
-        self.detected.append(int(samples[0]))
-        return "de"
-
-
-def test_a_source_without_a_language_is_detected_once_and_every_window_goes_with_it() -> None:
-    calls, transcriber, decoded = LanguageCalls(), Transcriber(), Decoded(5)
-    source = SourceLanguage(TranscribeOptions(), calls.detect)
-
-    def transcribe(samples: np.ndarray) -> Call:
-        calls.sent.append(source.options.language)
-        return transcriber(samples)
-
-    items = asyncio.run(_collect(transcribe_windows(source.windows(decoded.stream()), transcribe, 3)))
-    assert calls.detected == [0], "one detection, on the first window"
-    assert calls.sent == ["de"] * 5
-    assert len(items) == 7 and decoded.closed
-
-
-def test_a_source_with_a_language_and_one_of_captions_detect_nothing() -> None:
-    calls = LanguageCalls()
-    asked = SourceLanguage(TranscribeOptions(language="fr"), calls.detect)
-    asyncio.run(_collect(asked.windows(Decoded(3).stream())))
-    captions = SourceLanguage(TranscribeOptions(), calls.detect)
-    asyncio.run(_collect(captions.windows(_items([Resolved(key="youtube:x", duration=1.0, kind="captions")]))))
-    assert calls.detected == [] and asked.options.language == "fr" and captions.options.language is None
 
 
 async def _collect(items: AsyncIterator[Any]) -> list[Any]:

@@ -11,6 +11,7 @@ from deployments.audio import decode
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.schemas import TranscribeOptions
 from deployments.transcriber import WhisperEngine
+from deployments.window_decoding import likeliest_language
 from serve_app.settings import EMBEDDED, TranscriberSettings
 from tests.conftest import SCRIPTS, word_error_rate
 
@@ -60,13 +61,19 @@ def test_another_model_loads_on_demand_and_evicts_past_the_bound_but_never_the_d
     assert engine.stats() == {"model_loads": 3, "model_evictions": 1, "models_resident": ["tiny.en", "tiny-other"]}
 
 
-def test_a_source_language_comes_from_configuration_before_detection(speech: dict[str, Path]) -> None:
+def test_a_model_served_for_one_language_decodes_in_it_and_refuses_others(speech: dict[str, Path]) -> None:
     engine = WhisperEngine(TranscriberSettings(languages={"tiny.en": ["en"]}))
     audio = decode(speech["cooking"])
-    assert engine.detect_language(audio, TranscribeOptions()) == "en"
-    assert engine.detect_language(audio, TranscribeOptions(language="en")) == "en"
+    assert engine.transcribe(audio, TranscribeOptions()).language == "en"
     with pytest.raises(InvalidRequest, match="language 'de'"):
-        engine.detect_language(audio, TranscribeOptions(language="de"))
+        engine.transcribe(audio, TranscribeOptions(language="de"))
+
+
+def test_detection_picks_thelikeliest_language_served_language() -> None:
+    ranked = [("<|de|>", 0.5), ("<|fr|>", 0.3), ("<|en|>", 0.2)]
+    assert likeliest_language(ranked, []) == "de"
+    assert likeliest_language(ranked, ["en", "fr"]) == "fr"
+    assert likeliest_language(ranked, ["es"]) == "de", "nothing served ranked: the likeliest of all"
 
 
 def test_unknown_model_and_impossible_options_are_refused(engine: WhisperEngine, speech: dict[str, Path]) -> None:
