@@ -19,15 +19,19 @@ R = TypeVar("R")
 class Batcher(Generic[T, R]):
     """Runs ``run`` (blocking; in worker threads) on batches of submitted items, ``concurrency`` batches at once.
 
-    A batch is every item waiting when a worker comes free, up to ``max_size``; an item that finds a
-    worker idle waits at most ``wait_s`` for company. Results go back to each caller in its order; a
-    failure of ``run`` fails every caller of that batch. A caller that went away is left out.
+    A batch is the items waiting when a worker comes free, up to ``max_size``, shared evenly with the
+    workers that are idle beside it: two windows that arrive together at two idle workers decode one on
+    each, at once, rather than both on one while the other waits. An item that finds every other worker
+    busy waits at most ``wait_s`` for company. Results go back to each caller in its order; a failure of
+    ``run`` fails every caller of that batch. A caller that went away is left out.
     """
 
     def __init__(self, run: Callable[[list[T]], list[R]], max_size: int, wait_s: float, concurrency: int = 1,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.run, self.max_size, self.wait_s, self.on_batch = run, max_size, wait_s, on_batch
         self.concurrency = concurrency
+        self._idle = 0
+        """Workers waiting for an item now."""
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._workers: list[asyncio.Task[None]] = []
 
@@ -59,18 +63,29 @@ class Batcher(Generic[T, R]):
                     future.set_result(result)
 
     async def _next_batch(self, queue: asyncio.Queue[tuple[T, asyncio.Future[R]]]) -> list[tuple[T, asyncio.Future[R]]]:
-        """What is waiting now (at least one item), topped up for ``wait_s`` if that is less than a batch."""
-        batch = [await queue.get()]
+        """At least one item: this worker's share of what is waiting, topped up for ``wait_s`` when no other
+        worker is free to take what comes next."""
+        self._idle += 1
+        try:
+            batch = [await queue.get()]
+        finally:
+            self._idle -= 1
         deadline = asyncio.get_running_loop().time() + self.wait_s
         while len(batch) < self.max_size:
-            if queue.empty():
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+            if not queue.empty():
+                if len(batch) >= self._share(len(batch) + queue.qsize()):
                     break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except asyncio.TimeoutError:
-                    break
-            else:
                 batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0 or self._idle:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
         return [(item, future) for item, future in batch if not future.cancelled()]
+
+    def _share(self, waiting: int) -> int:
+        """How many of ``waiting`` items one worker takes: an even share with the workers idle beside it."""
+        return -(-waiting // (self._idle + 1))

@@ -99,3 +99,34 @@ def test_two_workers_decode_two_batches_at_once() -> None:
 
     assert asyncio.run(scenario()) == [0, 1, 2, 3]
     assert sorted(i for batch in batches for i in batch) == [0, 1, 2, 3]
+
+
+def test_items_arriving_together_at_idle_workers_are_shared_between_them() -> None:
+    """Two windows at two idle decoders: one each, at once (a batch of two would leave one decoder idle)."""
+    both_running = threading.Barrier(2, timeout=60)
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        if items != [-1]:  # the warm-up that starts the workers
+            batches.append(items)
+            both_running.wait()  # two batches of one in run() together, or a BrokenBarrierError after 60 s
+        return items
+
+    async def scenario() -> list[int]:
+        batcher = Batcher(run, max_size=4, wait_s=5, concurrency=2)
+        await batcher.submit(-1)
+        for _ in range(5):
+            await asyncio.sleep(0)  # both workers back at the queue (turns of the event loop, not time)
+        return await asyncio.gather(*(batcher.submit(i) for i in range(2)))
+
+    assert asyncio.run(scenario()) == [0, 1]
+    assert sorted(batches) == [[0], [1]]
+
+
+def test_a_busy_worker_leaves_the_queue_to_one_free_worker_up_to_its_size() -> None:
+    """Under load a free decoder takes what waits (up to max_size): the even share is among idle workers only."""
+    model, sizes = Model(), []
+    batcher = Batcher(model.run, max_size=3, wait_s=0.01, concurrency=1, on_batch=sizes.append)
+    answers = asyncio.run(queued_behind_a_busy_batch(model, batcher, [2, 3, 4, 5]))
+    assert answers == [2, 4, 6, 8, 10]
+    assert model.batches == [[1], [2, 3, 4], [5]]
