@@ -47,8 +47,11 @@ cluster-secrets:
 
 install-test: $(VENV)/.installed-test system-deps
 
+# program:Debian package. flite and festival give the benchmarks' and tests' held-out voices.
+SYSTEM_TOOLS := espeak-ng:espeak-ng ffmpeg:ffmpeg flite:flite text2wave:festival
+
 system-deps:
-	@missing=""; for tool in espeak-ng ffmpeg; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "The tests need:$$missing. Install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \

@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+@dataclass(frozen=True)
+class Waiting(Generic[T, R]):
+    """A submitted item, the future its caller awaits, and when it was queued (the event loop's clock)."""
+
+    item: T
+    future: asyncio.Future[R]
+    since: float
+
+
 class Batcher(Generic[T, R]):
     """Runs ``run`` (blocking; in worker threads) on batches of submitted items, ``concurrency`` batches at once.
 
+    ``on_batch`` hears, as each batch starts, how long each of its items waited.
     A batch is the items waiting when a worker comes free, up to ``max_size``, shared evenly with the
     workers that are idle beside it: two windows that arrive together at two idle workers decode one on
     each, at once, rather than both on one while the other waits. An item that finds every other worker
@@ -27,12 +38,12 @@ class Batcher(Generic[T, R]):
     """
 
     def __init__(self, run: Callable[[list[T]], list[R]], max_size: int, wait_s: float, concurrency: int = 1,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[list[float]], None] | None = None) -> None:
         self.run, self.max_size, self.wait_s, self.on_batch = run, max_size, wait_s, on_batch
         self.concurrency = concurrency
         self._idle = 0
         """Workers waiting for an item now."""
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
+        self._queue: asyncio.Queue[Waiting[T, R]] | None = None
         self._workers: list[asyncio.Task[None]] = []
 
     async def submit(self, item: T) -> R:
@@ -40,29 +51,31 @@ class Batcher(Generic[T, R]):
         if self._queue is None:  # created on the event loop the calls arrive on
             self._queue = asyncio.Queue()
             self._workers = [asyncio.create_task(self._work(self._queue)) for _ in range(self.concurrency)]
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.put_nowait(Waiting(item, future, loop.time()))
         return await future
 
-    async def _work(self, queue: asyncio.Queue[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _work(self, queue: asyncio.Queue[Waiting[T, R]]) -> None:
         while True:
             batch = await self._next_batch(queue)
             if not batch:
                 continue
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
-            try:
-                results = await asyncio.to_thread(self.run, [item for item, _ in batch])
-            except Exception as error:  # every caller of the batch hears of it; the worker goes on
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
+            try:  # whatever fails, every caller of the batch hears of it and the worker goes on
+                if self.on_batch is not None:
+                    now = asyncio.get_running_loop().time()
+                    self.on_batch([now - waiting.since for waiting in batch])
+                results = await asyncio.to_thread(self.run, [waiting.item for waiting in batch])
+            except Exception as error:
+                for waiting in batch:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(error)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            for waiting, result in zip(batch, results, strict=True):
+                if not waiting.future.done():
+                    waiting.future.set_result(result)
 
-    async def _next_batch(self, queue: asyncio.Queue[tuple[T, asyncio.Future[R]]]) -> list[tuple[T, asyncio.Future[R]]]:
+    async def _next_batch(self, queue: asyncio.Queue[Waiting[T, R]]) -> list[Waiting[T, R]]:
         """At least one item: this worker's share of what is waiting, topped up for ``wait_s`` when no other
         worker is free to take what comes next."""
         self._idle += 1
@@ -84,7 +97,7 @@ class Batcher(Generic[T, R]):
                 batch.append(await asyncio.wait_for(queue.get(), remaining))
             except asyncio.TimeoutError:
                 break
-        return [(item, future) for item, future in batch if not future.cancelled()]
+        return [waiting for waiting in batch if not waiting.future.cancelled()]
 
     def _share(self, waiting: int) -> int:
         """How many of ``waiting`` items one worker takes: an even share with the workers idle beside it."""

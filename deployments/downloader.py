@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, aclosing, contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import release_memory
 from deployments.network_guard import MARKER, guard, is_refusal
 from deployments.schemas import AudioEnd, AudioWindow, Resolved, TranscribedWindow, TranscribeOptions
+from deployments.window_decoding import Record
 from deployments.windows import load_vad, speech_windows
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
 from serve_app.settings import DownloaderSettings
@@ -54,8 +56,10 @@ def source_identity(url: str) -> str:
 class SourceResolver:
     """The downloader's logic without Ray: returns ``Resolved`` with samples as a numpy array."""
 
-    def __init__(self, settings: DownloaderSettings) -> None:
+    def __init__(self, settings: DownloaderSettings, record: Record | None = None) -> None:
         self.settings = settings
+        self.record = record
+        """Hears (stage, seconds): ``audio_decode`` for each block ffmpeg decodes, ``vad`` for each search."""
         self._ytdlp = ytdlp_options(settings.socket_timeout_s, settings.retries, settings.fragment_retries,
                                     settings.cookies_file)
         self._limits = Limits(settings.max_download_bytes, settings.max_audio_seconds, settings.download_timeout_s)
@@ -91,7 +95,8 @@ class SourceResolver:
         settings = self.settings
         blocks = decode_blocks(media, settings.sample_rate, param, settings.max_audio_seconds, settings.decode_block_s)
         try:
-            samples = yield from speech_windows(blocks, settings.window_s, vad, settings.sample_rate)
+            samples = yield from speech_windows(timed(blocks, "audio_decode", self.record), settings.window_s, vad,
+                                                settings.sample_rate, self.record)
         finally:
             release_memory()  # the blocks' pages go back to the system, not to a heap that only grows
         yield AudioEnd(duration=samples / settings.sample_rate)
@@ -164,6 +169,18 @@ class SourceResolver:
             return expand_playlist(url.strip(), self._ytdlp)
 
 
+def timed(items: Iterator[T], stage: str, record: Record | None) -> Iterator[T]:
+    """``items``, with the seconds spent producing each one reported as ``stage``."""
+    while True:
+        started = time.perf_counter()
+        item = next(items, None)
+        if record is not None and item is not None:
+            record(stage, time.perf_counter() - started)
+        if item is None:
+            return
+        yield item
+
+
 def _refused(error: BaseException) -> InvalidRequest:
     """A 400 naming the refused host and address (from the guard's message, which libraries wrap)."""
     found = re.search(rf"{MARKER}: host '[^']*' resolves to \S+ \([^)]*\)", str(error))
@@ -184,10 +201,10 @@ class Downloader:
 
     def __init__(self, settings: DownloaderSettings, transcriber: DeploymentHandle) -> None:
         self.settings = settings
-        self.resolver = SourceResolver(settings)
+        self.metrics = ReplicaMetrics("Downloader")
+        self.resolver = SourceResolver(settings, record=self.metrics.stage)
         self.transcriber = transcriber
         load_vad()
-        self.metrics = ReplicaMetrics("Downloader")
         self.metrics.start_sampler()
 
     async def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None,

@@ -35,17 +35,24 @@ AUDIO_SECONDS = f"{PREFIX}audio_seconds_total"
 PROCESSING_SECONDS = f"{PREFIX}processing_seconds_total"
 REAL_TIME_FACTOR = f"{PREFIX}real_time_factor"
 QUEUE_DEPTH = f"{PREFIX}queue_depth"
+STAGE_SECONDS = f"{PREFIX}stage_seconds"
+BATCH_SIZE = f"{PREFIX}batch_size"
 
 GAUGES = (RSS, GPU_MEMORY, MODELS_RESIDENT, QUEUE_DEPTH)
 COUNTERS = (MODEL_LOADS, REQUESTS, ERRORS, AUDIO_SECONDS, PROCESSING_SECONDS)
-HISTOGRAMS = (REAL_TIME_FACTOR,)
+HISTOGRAMS = (REAL_TIME_FACTOR, STAGE_SECONDS, BATCH_SIZE)
 
 RTF_BOUNDARIES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0]
 """Processing seconds per audio second: below 1 is faster than real time; GPU whisper sits near 0.01-0.1."""
 
+STAGE_BOUNDARIES = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+"""Seconds of one stage of one request or batch: from a VAD pass over a block to a batch's decode."""
+BATCH_BOUNDARIES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+
 REPLICA_TAGS = ("deployment", "replica")
 MODEL_TAGS = (*REPLICA_TAGS, "model")
 TYPE_TAGS = (*REPLICA_TAGS, "type")
+STAGE_TAGS = (*REPLICA_TAGS, "stage")
 LOCAL_REPLICA = "local"
 
 
@@ -71,6 +78,8 @@ class _Instruments:
     processing_seconds: Counter
     real_time_factor: Histogram
     queue_depth: Gauge
+    stage_seconds: Histogram
+    batch_size: Histogram
 
 
 _INSTRUMENTS: _Instruments | None = None
@@ -92,6 +101,9 @@ def _create_instruments() -> _Instruments:
             REAL_TIME_FACTOR, "Processing seconds per audio second, per request.", RTF_BOUNDARIES, MODEL_TAGS
         ),
         queue_depth=Gauge(QUEUE_DEPTH, "Requests in flight in the replica.", REPLICA_TAGS),
+        stage_seconds=Histogram(STAGE_SECONDS, "Seconds per stage (audio decode, VAD, queue wait, batch decode, "
+                                "encode, generate, align), per request or batch.", STAGE_BOUNDARIES, STAGE_TAGS),
+        batch_size=Histogram(BATCH_SIZE, "Windows per decoded batch.", BATCH_BOUNDARIES, REPLICA_TAGS),
     )
 
 
@@ -152,6 +164,8 @@ class _Figures:
     audio_seconds_by_model: Tally[str] = field(default_factory=Tally)
     processing_seconds: float = 0.0
     queue_depth: int = 0
+    stage_seconds: Tally[str] = field(default_factory=Tally)
+    stage_counts: Tally[str] = field(default_factory=Tally)
 
 
 class ReplicaMetrics:
@@ -271,6 +285,17 @@ class ReplicaMetrics:
         if timed:
             self.audio(tracked.audio_seconds, tracked.processing_seconds, tracked.model)
 
+    def stage(self, name: str, seconds: float) -> None:
+        """Count ``seconds`` spent in one run of stage ``name``: where a request's time goes, per replica."""
+        with self._lock:
+            self.figures.stage_seconds[name] += seconds
+            self.figures.stage_counts[name] += 1
+        self.metrics.stage_seconds.observe(seconds, tags=self._with(stage=name))
+
+    def batch(self, size: int) -> None:
+        """Count one decoded batch of ``size`` windows."""
+        self.metrics.batch_size.observe(size, tags=self.tags)
+
     def start_sampler(self, interval_s: float = 10.0) -> None:
         """Sample memory now and then every ``interval_s`` in a daemon thread, so idle replicas stay visible."""
         with self._lock:
@@ -303,4 +328,6 @@ class ReplicaMetrics:
                 "processing_seconds": processing,
                 "real_time_factor": processing / audio if audio > 0 else None,
                 "queue_depth": figures.queue_depth,
+                "stage_seconds": dict(figures.stage_seconds),
+                "stage_counts": dict(figures.stage_counts),
             }

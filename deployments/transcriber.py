@@ -26,7 +26,7 @@ from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
 from deployments.schemas import TranscribeOptions, Transcription
-from deployments.window_decoding import SAMPLE_RATE, Decoding, WindowRequest, decode_windows
+from deployments.window_decoding import SAMPLE_RATE, Decoding, Record, WindowRequest, decode_windows
 from deployments.windows import speech_windows, stitch
 from serve_app.settings import EMBEDDED, TranscriberSettings
 
@@ -127,12 +127,13 @@ class WhisperEngine:
                                  param="language")
         return name, model
 
-    def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions]) -> list[Transcription]:
+    def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions],
+                         record: Record | None = None) -> list[Transcription]:
         """Windows of at most 30 s, from any requests, decoded in batches; one transcription per window, in order.
 
         Windows share a batch when they share a model, a requested language and the options one ``generate``
         call takes for all (beam, temperature, timestamps); prompts and tasks may differ. Times in each
-        result start at 0 (its window's start).
+        result start at 0 (its window's start). ``record`` hears each decoding stage's seconds.
         """
         try:
             groups: dict[tuple[Any, ...], list[int]] = {}
@@ -144,7 +145,7 @@ class WhisperEngine:
                 batch = [windows[i] for i in indices]
                 requests = [_request(options[i]) for i in indices]
                 decoded = decode_windows(self.cache.get(self._key(name)), batch, requests, decoding,
-                                         served=self.settings.languages.get(name, []))
+                                         served=self.settings.languages.get(name, []), record=record)
                 for index, window, part in zip(indices, batch, decoded, strict=True):
                     results[index] = Transcription(
                         model=name, language=part.language, duration=len(window) / SAMPLE_RATE,
@@ -246,16 +247,24 @@ class Transcriber:
     def _decode(self, windows: list[Window]) -> list[Transcription]:
         """One batch, in the batcher's worker thread; its audio and time go to the metrics together."""
         started = time.perf_counter()
-        results = self.engine.transcribe_batch([w for w, _ in windows], [o for _, o in windows])
-        audio = sum(len(w) for w, _ in windows) / SAMPLE_RATE
-        self.metrics.audio(audio, time.perf_counter() - started, results[0].model)
+        results = self.engine.transcribe_batch([w for w, _ in windows], [o for _, o in windows], self.metrics.stage)
+        audio, seconds = sum(len(w) for w, _ in windows) / SAMPLE_RATE, time.perf_counter() - started
+        self.metrics.audio(audio, seconds, results[0].model)
+        self.metrics.stage("batch_decode", seconds)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
         return results
 
-    def _count_batch(self, size: int) -> None:
-        self.batch_sizes[size] += 1
+    def _count_batch(self, waits: list[float]) -> None:
+        """A batch starts: its size, and how long each of its windows waited for a decoder."""
+        self.batch_sizes[len(waits)] += 1
+        self.metrics.batch(len(waits))
+        for wait in waits:
+            self.metrics.stage("queue_wait", wait)
 
     def stats(self) -> dict[str, Any]:
-        """The engine's model figures, windows in flight now, batches by size so far, and this process's memory."""
+        """The engine's model figures, windows in flight now, batches by size and seconds by stage so far, and this
+        process's memory."""
+        figures = self.metrics.stats()
         return {**self.engine.stats(), "in_flight": self.metrics.figures.queue_depth,
-                "batch_sizes": dict(self.batch_sizes), **memory_now()}
+                "batch_sizes": dict(self.batch_sizes), "stage_seconds": figures["stage_seconds"],
+                "stage_counts": figures["stage_counts"], **memory_now()}

@@ -14,7 +14,8 @@ output, without another encoder pass.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,23 @@ second) gives no segments: faster-whisper's sequential decoder applies the same 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 MAX_SEGMENT_WORDS = 40
 """A sentence longer than this is cut into segments of at most this many words (subtitles stay readable)."""
+
+
+Record = Callable[[str, float], None]
+"""Hears (stage, seconds) for each stage of a batch's decode."""
+
+
+class Clock:
+    """Times consecutive stages: each ``lap`` reports the seconds since the last one."""
+
+    def __init__(self, record: Record | None) -> None:
+        self.record, self.last = record, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self.record is not None:
+            self.record(stage, now - self.last)
+        self.last = now
 
 
 @dataclass(frozen=True)
@@ -71,17 +89,20 @@ class DecodedWindow:
 
 
 def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: list[WindowRequest],
-                   decoding: Decoding, served: Sequence[str] = ()) -> list[DecodedWindow]:
+                   decoding: Decoding, served: Sequence[str] = (), record: Record | None = None) -> list[DecodedWindow]:
     """Every window decoded in one batch, in order; each window (at most 30 s) in a single pass.
 
     ``served``: the languages configured for the model (``transcriber.languages``); detection picks among
-    them, and a model served for one language detects nothing.
+    them, and a model served for one language detects nothing. ``record(stage, seconds)`` hears how long
+    the features and encoder (``encode``), the search (``generate``) and the alignment (``align``) took.
     """
     if not windows:
         return []
+    clock = Clock(record)
     features = np.stack([_features(model, window) for window in windows])
     encoded = model.encode(features)
     languages = _languages(model, encoded, requests, served)
+    clock.lap("encode")
     tokenizers = [_tokenizer(model, language, request.task)
                   for language, request in zip(languages, requests, strict=True)]
     prompts = [model.get_prompt(tokenizer, _prompt_tokens(tokenizer, request.initial_prompt), without_timestamps=True)
@@ -91,11 +112,13 @@ def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: lis
         return_no_speech_prob=True, sampling_temperature=decoding.temperature, suppress_blank=True,
         suppress_tokens=_suppressed(tokenizers[0]),
     )
+    clock.lap("generate")
     texts = [_text_tokens(result, tokenizer) for result, tokenizer in zip(results, tokenizers, strict=True)]
     durations = [len(window) / SAMPLE_RATE for window in windows]
     if decoding.timestamps or decoding.word_timestamps:
         aligned = _aligned_words(model, tokenizers[0], encoded, texts, durations)
         segments = [_sentences(words, result, decoding) for words, result in zip(aligned, results, strict=True)]
+        clock.lap("align")
     else:
         segments = [_whole(tokens, tokenizer, result, duration, decoding.temperature)
                     for tokens, tokenizer, result, duration in zip(texts, tokenizers, results, durations, strict=True)]

@@ -11,7 +11,8 @@ shifted by the window's start.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
@@ -89,19 +90,22 @@ def group(spans: list[Span], window: int, merge_gap: int) -> Iterator[Span]:
         yield current
 
 
-def speech_windows(blocks: Iterable[np.ndarray], window_s: float, vad: bool = True,
-                   sample_rate: int = 16000) -> Generator[AudioWindow, None, int]:
+def speech_windows(blocks: Iterable[np.ndarray], window_s: float, vad: bool = True, sample_rate: int = 16000,
+                   record: Callable[[str, float], None] | None = None) -> Generator[AudioWindow, None, int]:
     """Windows of speech from consecutive blocks of audio, in order, each with its start in the whole input.
 
     The last speech span of a block may go on in the next one, so it is carried over and searched again
     with the next block; silence between windows is dropped (with ``vad``), never decoded. Returns the
-    number of samples read.
+    number of samples read. ``record("vad", seconds)`` hears how long each search for speech took.
     """
     window = int(window_s * sample_rate)
     buffer, origin = np.empty(0, dtype=np.float32), 0
     for block, last in _flag_last(blocks):
         buffer = np.concatenate([buffer, block])
+        started = time.perf_counter()
         spans = speech_spans(buffer, window, vad, sample_rate)
+        if record is not None:
+            record("vad", time.perf_counter() - started)
         keep = buffer.size if last else _carry_from(spans, buffer.size, int(CARRY_S * sample_rate))
         for start, end in group([s for s in spans if s[1] <= keep], window, int(MERGE_GAP_S * sample_rate)):
             yield AudioWindow(start=(origin + start) / sample_rate, samples=buffer[start:end].copy())

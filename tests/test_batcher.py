@@ -39,7 +39,7 @@ async def queued_behind_a_busy_batch(model: Model, batcher: Batcher[int, int], l
 
 def test_what_queues_during_a_batch_is_the_next_batch_up_to_its_size() -> None:
     model, sizes = Model(), []
-    batcher = Batcher(model.run, max_size=4, wait_s=0.01, on_batch=sizes.append)
+    batcher = Batcher(model.run, max_size=4, wait_s=0.01, on_batch=lambda waits: sizes.append(len(waits)))
     answers = asyncio.run(queued_behind_a_busy_batch(model, batcher, [2, 3, 4, 5, 6]))
     assert answers == [2, 4, 6, 8, 10, 12]
     assert model.batches == [[1], [2, 3, 4, 5], [6]]
@@ -125,8 +125,29 @@ def test_items_arriving_together_at_idle_workers_are_shared_between_them() -> No
 
 def test_a_busy_worker_leaves_the_queue_to_one_free_worker_up_to_its_size() -> None:
     """Under load a free decoder takes what waits (up to max_size): the even share is among idle workers only."""
-    model, sizes = Model(), []
-    batcher = Batcher(model.run, max_size=3, wait_s=0.01, concurrency=1, on_batch=sizes.append)
+    model, waits = Model(), []
+    batcher = Batcher(model.run, max_size=3, wait_s=0.01, concurrency=1, on_batch=waits.append)
     answers = asyncio.run(queued_behind_a_busy_batch(model, batcher, [2, 3, 4, 5]))
     assert answers == [2, 4, 6, 8, 10]
     assert model.batches == [[1], [2, 3, 4], [5]]
+    assert [len(w) for w in waits] == [1, 3, 1]
+    assert all(0 <= wait < 60 for batch in waits for wait in batch)
+    assert min(waits[1]) > 0, "what queued behind the busy batch waited for it"
+
+
+def test_a_failing_batch_callback_fails_the_batch_instead_of_hanging_it() -> None:
+    """An exception in ``on_batch`` (a metrics call, say) reaches the batch's callers; the worker goes on."""
+    calls: list[int] = []
+
+    def on_batch(waits: list[float]) -> None:
+        calls.append(len(waits))
+        if len(calls) == 1:
+            raise RuntimeError("metrics are down")
+
+    async def scenario() -> tuple[BaseException | int, int]:
+        batcher = Batcher(lambda items: items, max_size=2, wait_s=0.01, on_batch=on_batch)
+        first = await asyncio.gather(batcher.submit(1), return_exceptions=True)
+        return first[0], await asyncio.wait_for(batcher.submit(2), 60)
+
+    failed, after = asyncio.run(scenario())
+    assert isinstance(failed, RuntimeError) and after == 2

@@ -13,7 +13,8 @@ import pytest
 
 from benchmarks.throughput import PeakRss, gpu_figures, gpu_summary, main, plot_gpu
 
-KINDS = {"direct", "naive", "service", "long_direct", "long_service", "youtube_mix", "long_fanout"}
+KINDS = {"direct", "batched", "naive", "service", "service_timed", "long_direct", "long_batched", "long_service",
+         "youtube_mix", "long_fanout"}
 
 
 @pytest.mark.serve
@@ -41,7 +42,12 @@ def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
     assert captions == pytest.approx(asr, rel=0.05) and captions + asr == pytest.approx(mix["audio_s"], rel=0.05)
     (naive,) = [row for row in rows if row["kind"] == "naive"]
     assert naive["model_loads"] == naive["requests"] > 1
-    assert path.with_suffix(".md").read_text().count("\n| ") == len(rows) + 2
+    for row in rows:
+        assert row["x_direct"] > 0 and row["x_batched"] > 0, row
+    (one,) = [row for row in rows if row["kind"] == "service" and row["clients"] == 1]
+    assert set(one["by_length"]) == {"5s", "15s"}, one["by_length"]
+    table = path.with_suffix(".md").read_text()
+    assert table.count("\n| ") == len(rows) + 2 + 2 + 3, "the rows, and the by-length table of three modes"
     assert path.with_suffix(".png").stat().st_size > 0
 
 

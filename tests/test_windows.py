@@ -17,7 +17,7 @@ import deployments.windows as windows_module
 from deployments.audio import decode
 from deployments.schemas import AudioWindow, Segment, TranscribeOptions, Transcription, Word
 from deployments.transcriber import WhisperEngine
-from deployments.windows import MERGE_GAP_S, group, shifted, speech_spans, speech_windows, stitch
+from deployments.windows import MERGE_GAP_S, group, shifted, speech_spans, speech_windows, split_long, stitch
 from serve_app.settings import TranscriberSettings
 from tests.conftest import SCRIPTS, speak, word_error_rate
 
@@ -346,3 +346,21 @@ def test_stitch_of_nothing_is_empty_in_the_given_language() -> None:
     assert (result.text, result.segments, result.language, result.duration) == ("", [], "fr", 12.0)
     silent = stitch([(0.0, transcription("en", 12.0, []))], 12.0, "tiny.en", "fr")
     assert (silent.text, silent.language) == ("", "en")
+
+
+def test_continuous_speech_is_cut_at_its_quietest_moment_in_the_window_s_last_third() -> None:
+    """No silence long enough for the VAD: the cut goes where the signal dips (a pause between sentences), not at
+    the window's edge and not in the first two thirds."""
+    rate, window = 16000, 30 * 16000
+    rng = np.random.default_rng(3)
+    audio = rng.normal(0, 0.3, 70 * rate).astype(np.float32)
+    for dip_s in (12.0, 26.5, 50.0):  # the first is too early to be used; the others are where cuts belong
+        audio[int(dip_s * rate): int((dip_s + 0.12) * rate)] *= 0.01
+    pieces = split_long(audio, (0, audio.size), window, rate)
+    assert all(end - start <= window for start, end in pieces), pieces
+    assert pieces[0][0] == 0 and pieces[-1][1] == audio.size
+    ends, starts = [end for _, end in pieces[:-1]], [start for start, _ in pieces[1:]]
+    assert ends == starts, "each piece starts where the last ended: no audio lost"
+    cuts = [end / rate for _, end in pieces[:-1]]
+    assert cuts[0] == pytest.approx(26.56, abs=0.08), cuts
+    assert cuts[1] == pytest.approx(50.06, abs=0.08), cuts
