@@ -488,9 +488,9 @@ def length_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 STAGES = ["Downloader/audio_decode", "Downloader/vad", "Transcriber/queue_wait", "Transcriber/batch_decode",
-          "Transcriber/encode", "Transcriber/generate", "Transcriber/align"]
+          "Transcriber/features", "Transcriber/encode", "Transcriber/generate", "Transcriber/align"]
 """The stages in a window's order: decoding and VAD at the Downloader; at the Transcriber its wait for a
-decoder, and the batch's decode (features and encoder, search, alignment when times are asked for)."""
+decoder, and the batch's decode (log-Mel features, encoder, search, alignment when times are asked for)."""
 
 
 def stage_table(rows: list[dict[str, Any]]) -> list[str]:

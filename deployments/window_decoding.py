@@ -94,12 +94,14 @@ def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: lis
 
     ``served``: the languages configured for the model (``transcriber.languages``); detection picks among
     them, and a model served for one language detects nothing. ``record(stage, seconds)`` hears how long
-    the features and encoder (``encode``), the search (``generate``) and the alignment (``align``) took.
+    the log-Mel features (``features``), the encoder (``encode``), the search (``generate``) and the
+    alignment (``align``) took.
     """
     if not windows:
         return []
     clock = Clock(record)
     features = np.stack([_features(model, window) for window in windows])
+    clock.lap("features")
     encoded = model.encode(features)
     languages = _languages(model, encoded, requests, served)
     clock.lap("encode")

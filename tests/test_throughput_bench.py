@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.throughput import PeakRss, gpu_figures, gpu_summary, main, plot_gpu
+from benchmarks.throughput import STAGES, PeakRss, gpu_figures, gpu_summary, main, plot_gpu
 
 KINDS = {"direct", "batched", "naive", "service", "service_timed", "long_direct", "long_batched", "long_service",
          "youtube_mix", "long_fanout"}
@@ -47,7 +47,12 @@ def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
     (one,) = [row for row in rows if row["kind"] == "service" and row["clients"] == 1]
     assert set(one["by_length"]) == {"5s", "15s"}, one["by_length"]
     table = path.with_suffix(".md").read_text()
-    assert table.count("\n| ") == len(rows) + 2 + 2 + 3, "the rows, and the by-length table of three modes"
+    by_length, stages = 2 + 3, 2 + len(STAGES) + 1
+    assert table.count("\n| ") == len(rows) + 2 + by_length + stages, "the rows, by length, and by stage"
+    for service in [row for row in rows if row["kind"] == "service"]:
+        stage = service["stages"]
+        assert stage["Transcriber/generate"]["runs"] == sum(stage["batch_sizes"].values()) > 0, stage
+        assert stage["Downloader/vad"]["seconds"] > 0 and stage["Transcriber/encode"]["seconds"] > 0, stage
     assert path.with_suffix(".png").stat().st_size > 0
 
 
