@@ -17,8 +17,8 @@ TRUNCATION_MIN_DECLARED_S = 3.0
 """Declared durations under this are not compared with the decoded audio: a short clip may be whole or not."""
 TRUNCATION_MIN_FRACTION = 0.5
 """Audio whose decoded length is under this share of its declared duration was cut short (a download or
-upload that stopped): 422 ``truncated_audio``, not a transcript of what little decodes. Bitrate estimates
-of VBR files without a frame index err by far less than half."""
+upload that stopped): 422 ``truncated_audio``, not a transcript of what little decodes. Half leaves room
+for the durations ffmpeg estimates from the bitrate when a file has no frame index."""
 
 
 def _media(source: bytes | str | Path) -> io.BytesIO | str:
