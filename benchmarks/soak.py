@@ -4,8 +4,9 @@
     python -m benchmarks.soak --gpu           # four Whisper replicas and the embedder sharing one GPU
 
 Writes ``benchmarks/results/soak-<machine>-<date>.json`` and a PNG of memory over requests, and prints
-the figures the targets are stated in: each Transcriber replica's RSS growth between request 10 and the
-last sequential request (< 3% on CPU), model loads (one per replica), and VRAM (flat, < 80% of the card).
+the figures the targets are stated in: every replica's RSS growth (Ingress, Downloader, Transcriber, Embedder,
+JobRunner) between request 10 and the last sequential request (< 3% on CPU), model loads (one per replica),
+and VRAM (flat, < 80% of the card).
 """
 
 from __future__ import annotations
@@ -119,14 +120,14 @@ async def concurrent(url: str, audio: bytes, count: int, clients: int, sampler: 
     return statuses
 
 
-def growth(samples: list[Sample], deployment: str, first: int, last: int) -> dict[str, float]:
-    """Per replica of ``deployment``: RSS growth in % from the sample after request ``first`` to ``last``."""
+def growth(samples: list[Sample], first: int, last: int) -> dict[str, float]:
+    """Per replica (``Deployment/pid``): RSS growth in % from the sample after request ``first`` to ``last``."""
     by_request = {s["request"]: s["replicas"] for s in samples if s["phase"] == "sequential"}
     if first not in by_request or last not in by_request:
         return {}
     start, end = by_request[first], by_request[last]
     return {key: round(100 * (end[key]["rss"] - start[key]["rss"]) / start[key]["rss"], 2)
-            for key in start if key.startswith(f"{deployment}/") and key in end}
+            for key in sorted(start) if key in end}
 
 
 def soak(url: str, audio: bytes, sequential_requests: int, concurrent_requests: int, clients: int,
@@ -146,8 +147,7 @@ def soak(url: str, audio: bytes, sequential_requests: int, concurrent_requests: 
         "latency_p50_s": round(statistics.median(latencies), 3),
         "latency_p95_s": round(quantiles[18], 3),
         "concurrent_statuses": statuses,
-        "transcriber_rss_growth_pct": growth(sampler.samples, "Transcriber", min(10, sequential_requests),
-                                             sequential_requests),
+        "rss_growth_pct": growth(sampler.samples, min(10, sequential_requests), sequential_requests),
         "samples": sampler.samples,
     }
 
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="sequential requests")
     parser.add_argument("--concurrent-requests", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1, help="say the script this many times (~9 s each)")
     parser.add_argument("--gpu", action="store_true", help="the GPU layout (needs one GPU)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
@@ -220,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.node() or 'host'}-{'gpu' if args.gpu else 'cpu'}"
     with tempfile.TemporaryDirectory() as scratch:
         speech = Path(scratch) / "speech.wav"
-        subprocess.run(["espeak-ng", "-w", str(speech), SPEECH], check=True)
+        subprocess.run(["espeak-ng", "-w", str(speech), " ".join([SPEECH] * args.repeat)], check=True)
         # the GPU layout asks for about 3 CPUs: give the cluster the machine's cores
         cpus = os.cpu_count() or 2 if args.gpu else 2
         with local_app(config, Path(scratch) / "app", num_cpus=cpus, num_gpus=1 if args.gpu else None) as app:
             result = soak(app.url, speech.read_bytes(), args.requests, args.concurrent_requests, args.clients,
                           read=lambda: replica_memory(app.head_pid))
             result["models"] = model_loads(app.url)
-    result.update(machine=machine, date=date.today().isoformat(), config=args.config)
+    result.update(machine=machine, date=date.today().isoformat(), config=args.config, repeat=args.repeat)
     stem = out / f"soak-{machine}-{result['date']}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result, stem.with_suffix(".png"))

@@ -13,6 +13,13 @@ import numpy as np
 
 from deployments.errors import PayloadTooLarge, SourceFailed, UnsupportedAudio
 
+TRUNCATION_MIN_DECLARED_S = 3.0
+"""Declared durations under this are not compared with the decoded audio: a short clip may be whole or not."""
+TRUNCATION_MIN_FRACTION = 0.5
+"""Audio whose decoded length is under this share of its declared duration was cut short (a download or
+upload that stopped): 422 ``truncated_audio``, not a transcript of what little decodes. Half leaves room
+for the durations ffmpeg estimates from the bitrate when a file has no frame index."""
+
 
 def _media(source: bytes | str | Path) -> io.BytesIO | str:
     return io.BytesIO(source) if isinstance(source, bytes) else str(source)
@@ -24,12 +31,16 @@ def probe_seconds(source: bytes | str | Path) -> float | None:
 
 
 def _probe(source: bytes | str | Path) -> tuple[float | None, int]:
-    """The container's declared duration (None when absent) and its number of audio streams."""
+    """The declared duration of the first audio stream, else of the container (None when neither says),
+    and the number of audio streams."""
     import av
 
     with av.open(_media(source), mode="r", metadata_errors="ignore") as container:
+        audio = container.streams.audio
+        if audio and audio[0].duration is not None and audio[0].time_base is not None:
+            return float(audio[0].duration * audio[0].time_base), len(audio)
         declared = None if container.duration is None else container.duration / av.time_base
-        return declared, len(container.streams.audio)
+        return declared, len(audio)
 
 
 def decode_blocks(source: bytes | str | Path, sample_rate: int = 16000, param: str = "file",
@@ -37,8 +48,9 @@ def decode_blocks(source: bytes | str | Path, sample_rate: int = 16000, param: s
     """Decode a file path or in-memory bytes with ffmpeg (PyAV), ``block_s`` seconds of samples at a time.
 
     Only one block is held, so a long lecture never sits whole in memory. Failures are typed: what is not
-    audio, a declared duration past ``max_seconds`` (refused before decoding), and decoded audio that
-    runs past it (for containers that declare none). ``param`` names the request field the bytes came from.
+    audio, a declared duration past ``max_seconds`` (refused before decoding), decoded audio that runs
+    past it (for containers that declare none), and audio far shorter than declared (``truncated``, raised
+    after the last block). ``param`` names the request field the bytes came from.
     """
     import av
 
@@ -62,6 +74,15 @@ def decode_blocks(source: bytes | str | Path, sample_rate: int = 16000, param: s
                                param=param) from error
     if decoded == 0:
         raise SourceFailed("the media holds no audio samples", param=param, code="no_audio_stream")
+    if truncated(declared, decoded / sample_rate):
+        raise SourceFailed(f"the media is truncated: its header declares {declared:.1f} s of audio but only "
+                           f"{decoded / sample_rate:.1f} s decode", param=param, code="truncated_audio")
+
+
+def truncated(declared: float | None, decoded: float) -> bool:
+    """Whether audio that decodes to ``decoded`` seconds is far shorter than its ``declared`` duration."""
+    return (declared is not None and declared >= TRUNCATION_MIN_DECLARED_S
+            and decoded < TRUNCATION_MIN_FRACTION * declared)
 
 
 def _pcm_blocks(source: bytes | str | Path, sample_rate: int, block: int) -> Iterator[np.ndarray]:

@@ -19,7 +19,7 @@ from ray import serve
 
 from deployments.downloader import source_identity
 from deployments.errors import Overloaded, ServiceError, SourceUnreachable
-from deployments.store import TranscriptStore, transcript_key
+from deployments.store import TranscriptStore
 from serve_app.errors import unwrap
 from serve_app.pipeline import TranscriptPipeline
 from serve_app.protocol import JobRequest, TranscriptRequest
@@ -65,14 +65,6 @@ def summarize(job: dict[str, Any], items: list[dict[str, Any]], now: datetime) -
         "items": [{k: i[k] for k in ("position", "url", "status", "source", "audio_seconds", "error_type",
                                      "error_message", "transcript_key", "attempts")} for i in items],
     }
-
-
-def record(response: Any) -> dict[str, Any]:
-    """A transcript row from a pipeline response."""
-    return {"key": transcript_key(response.id, response.model), "source_key": response.id, "url": response.url,
-            "title": response.title, "duration": response.duration_s, "source": response.source,
-            "language": response.language, "model": response.model or "captions", "text": response.text,
-            "segments": [s.model_dump() for s in response.segments]}
 
 
 class JobManager:
@@ -140,10 +132,9 @@ class JobManager:
         transcript = TranscriptRequest(url=item["url"], source=request.source, language=request.language,
                                        model=request.model, embed=True)
         response, passages = await self.pipeline.transcript_and_passages(transcript)
-        row = record(response)
-        await asyncio.to_thread(self.store.put_transcript, row, [p.model_dump() for p in passages])
+        key = await asyncio.to_thread(self.store.keep, response, passages)
         await asyncio.to_thread(self.store.update_item, item, status="done", source=response.source,
-                                audio_seconds=response.duration_s, transcript_key=row["key"], attempts=attempt)
+                                audio_seconds=response.duration_s, transcript_key=key, attempts=attempt)
 
 
 @serve.deployment(name="JobRunner")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -68,10 +69,26 @@ def _first_line(message: str) -> str:
     return message.strip().splitlines()[0][:300] if message.strip() else "no detail"
 
 
+NO_FFMPEG = os.path.join(os.devnull, "ffmpeg")
+"""An ``ffmpeg_location`` that cannot exist (``/dev/null`` is no directory): yt-dlp finds no ffmpeg to run."""
+
+NATIVE_DOWNLOADS: dict[str, Any] = {
+    "external_downloader": {"default": "native"},  # HTTP, HLS and DASH: yt-dlp's own downloaders, no curl/aria2c
+    "hls_prefer_native": True,
+    "concurrent_fragment_downloads": 1,  # worker threads would run outside the guard's context
+    "skip_unavailable_fragments": False,  # a fragment that fails (or is refused) fails the download, not a gap
+    "ffmpeg_location": NO_FFMPEG,  # what yt-dlp still hands to ffmpeg (live streams, HLS with SAMPLE-AES) fails
+}
+"""Every byte yt-dlp fetches goes through Python's sockets in the calling thread, where the SSRF guard checks
+it (``deployments.network_guard``); ffmpeg or another external downloader, a subprocess, would connect
+unseen. Decoding is PyAV's, so yt-dlp never needs ffmpeg; its local fix-ups (e.g. MPEG-TS in MP4) are skipped."""
+
+
 def ytdlp_options(socket_timeout_s: float, retries: int, fragment_retries: int,
                   cookies_file: str | None) -> dict[str, Any]:
-    """yt-dlp's options for downloading a single item's best audio."""
+    """yt-dlp's options for downloading a single item's best audio with its native downloaders only."""
     options: dict[str, Any] = {
+        **NATIVE_DOWNLOADS,
         "format": "bestaudio/best",
         "noplaylist": True,
         "socket_timeout": socket_timeout_s,
@@ -90,10 +107,13 @@ def ytdlp_options(socket_timeout_s: float, retries: int, fragment_retries: int,
 
 
 def _check_metadata(info: dict[str, Any] | None, limits: Limits) -> dict[str, Any]:
-    """Refuse before downloading: playlists, and declared durations or sizes past the limits."""
+    """Refuse before downloading: playlists, live streams, and declared durations or sizes past the limits."""
     if info is None or info.get("_type") in ("playlist", "multi_video"):
         raise SourceFailed("the URL is a playlist; submit its videos one by one (or use the jobs API)",
                            param="url", code="playlist_not_allowed")
+    if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming"):
+        raise SourceFailed("the source is a live stream, which never ends; submit its recording when it has "
+                           "ended", param="url", code="live_stream")
     duration = info.get("duration")
     if duration and duration > limits.max_seconds:
         raise PayloadTooLarge(f"the audio is {duration:.0f} s long; the limit is {limits.max_seconds:.0f} s",

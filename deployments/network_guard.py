@@ -11,7 +11,8 @@ Scope: code running in the guarded context, including ``asyncio.to_thread`` (it 
 covered: plain ``threading.Thread``/``ThreadPoolExecutor`` workers started inside the guard (no context
 copy; e.g. yt-dlp's ``concurrent_fragment_downloads`` > 1), ``loop.getaddrinfo`` (asyncio's executor does not
 copy the context), subprocesses (ffmpeg or other external downloaders), and HTTP proxies (the proxy resolves
-the target, so only the proxy's own address is checked).
+the target, so only the proxy's own address is checked). The downloader therefore keeps yt-dlp on its native
+downloaders, one fragment at a time (``deployments.media_download.NATIVE_DOWNLOADS``).
 """
 
 from __future__ import annotations

@@ -51,6 +51,14 @@ def transcript_key(source_key: str, model: str | None) -> str:
     return f"{source_key}|{model or 'captions'}"
 
 
+def transcript_record(response: Any) -> dict[str, Any]:
+    """A transcript row from a transcript answer (``TranscriptResponse``: id, url, title, text, segments…)."""
+    return {"key": transcript_key(response.id, response.model), "source_key": response.id, "url": response.url,
+            "title": response.title, "duration": response.duration_s, "source": response.source,
+            "language": response.language, "model": response.model or "captions", "text": response.text,
+            "segments": [s.model_dump() for s in response.segments]}
+
+
 class TranscriptStore:
     """LanceDB tables behind small, typed methods; safe to share between threads of one process."""
 
@@ -87,6 +95,12 @@ class TranscriptStore:
         with self._lock:
             self.tables[CHUNKS].delete(f"key = {_quote(key)}")
         self._upsert(CHUNKS, "chunk_id", [{**p, "chunk_id": f"{key}#{i}", "key": key} for i, p in enumerate(passages)])
+
+    def keep(self, response: Any, passages: list[Any]) -> str:
+        """Upsert a transcript answer and its passages (``Passage`` models); returns its key."""
+        record = transcript_record(response)
+        self.put_transcript(record, [p.model_dump() for p in passages])
+        return record["key"]
 
     def get_transcript(self, key: str) -> dict[str, Any] | None:
         rows = self._where(TRANSCRIPTS, f"key = {_quote(key)}", limit=1)

@@ -2,7 +2,8 @@
 
 Keys are configured as SHA-256 hashes (``sha256:<hex>``), or read as plain keys from an environment
 variable or a secret file and hashed at start-up; requests send ``Authorization: Bearer <key>``.
-``/healthz`` stays open so load balancers and Kubernetes probes need no key.
+``/healthz`` (and ``/health``, the original backend's route) stays open so load balancers and Kubernetes
+probes need no key.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from deployments.errors import RateLimited, Unauthorized
 from serve_app.errors import service_error_response
 from serve_app.settings import IngressSettings
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/health"})
 MAX_TRACKED_CLIENTS = 10_000
 
 

@@ -46,6 +46,8 @@ install_error_handlers(api)
 api.middleware("http")(access_middleware)
 
 UPLOAD_CHUNK = 1024 * 1024
+UNSEARCHABLE = ("stored without passages (embedding was off or there was no text): /v1/search will not find it; "
+                "post it again with \"embed\": true to make it searchable")
 Granularity = Literal["segment", "word"]
 
 
@@ -160,6 +162,7 @@ class Ingress:
         install_access(AccessControl(settings.ingress))
 
     @api.get("/healthz")
+    @api.get("/health")  # the original lecture backend's route, which its clients still call
     async def healthz(self) -> dict:
         """Each deployment's state as the Serve controller sees it."""
         app_name = serve.get_replica_context().app_name
@@ -223,8 +226,12 @@ class Ingress:
 
     @api.post("/v1/transcripts")
     async def transcripts(self, request: TranscriptRequest) -> TranscriptResponse:
-        """A source URL's transcript: captions first, ASR otherwise, with embedded passages."""
-        return await self.pipeline.transcript(request)
+        """A source URL's transcript (captions first, ASR otherwise) with embedded passages, added to the store."""
+        response, passages = await self.pipeline.transcript_and_passages(request)
+        if not request.store:
+            return response
+        key = await asyncio.to_thread((await self._store()).keep, response, passages)
+        return response.model_copy(update={"transcript_id": key, "warning": None if passages else UNSEARCHABLE})
 
     async def _store(self) -> TranscriptStore:
         """The store, opened on first use (its schema needs the embedder's dimension)."""
@@ -282,7 +289,7 @@ class Ingress:
     @api.post("/api/transcribe/youtube")
     async def transcribe_youtube(self, request: YoutubeRequest) -> TranscriptResponse:
         """The route the original lecture backend's clients call; same as ``/v1/transcripts``."""
-        return await self.pipeline.transcript(TranscriptRequest(url=request.youtube_url, source="auto"))
+        return await self.transcripts(TranscriptRequest(url=request.youtube_url, source="auto", store=request.store))
 
 
 def build_app(args: dict | AppSettings) -> Application:

@@ -12,6 +12,7 @@ import httpx
 import yaml
 
 from serve_app import preflight
+from serve_app.progress import job_progress
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -46,16 +47,6 @@ def read_sources(values: list[str]) -> list[str]:
     return urls
 
 
-def progress_line(status: dict) -> str:
-    """One line: items done/failed/skipped of total, audio hours, throughput, failures."""
-    counts = status["counts"]
-    total = sum(counts.values())
-    finished = counts["done"] + counts["failed"] + counts["skipped"]
-    hours = status["audio_seconds"] / 3600
-    return (f"[{finished}/{total}] done {counts['done']}  skipped {counts['skipped']}  failed {counts['failed']}  "
-            f"audio {hours:.2f} h  {status['audio_hours_per_hour']:.1f} h/h")
-
-
 def summary(status: dict) -> str:
     """The closing table: success rate, failures grouped by reason, audio hours, wall time, throughput."""
     counts = status["counts"]
@@ -86,13 +77,17 @@ def _ingest(args: argparse.Namespace) -> int:
             print(f"the server refused the job ({created.status_code}): {created.text}", file=sys.stderr)
             return 2
         job_id = created.json()["job_id"]
-        print(f"job {job_id}: {len(urls)} items")
-        while True:
-            status = http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-            print("\r" + progress_line(status), end="" if sys.stdout.isatty() else "\n", flush=True)
-            if status["status"] == "finished":
-                break
-            time.sleep(args.poll_s)
+        print(f"job {job_id}: {len(urls)} items", flush=True)
+        progress = job_progress(len(urls), sys.stdout)
+        try:
+            while True:
+                status = http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+                progress.update(status)
+                if status["status"] == "finished":
+                    break
+                time.sleep(args.poll_s)
+        finally:
+            progress.close()
     print("\n" + summary(status))
     counts = status["counts"]
     rate = (counts["done"] + counts["skipped"]) / max(sum(counts.values()), 1)

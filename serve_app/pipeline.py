@@ -135,11 +135,6 @@ class TranscriptPipeline:
                         yield segment
                     count += len(item.transcription.segments)
 
-    async def transcript(self, request: TranscriptRequest) -> TranscriptResponse:
-        """A source's transcript, from captions or ASR, with embedded passages when asked."""
-        response, _ = await self.transcript_and_passages(request)
-        return response
-
     async def transcript_and_passages(self, request: TranscriptRequest) -> tuple[TranscriptResponse, list[Passage]]:
         """The transcript and its passages with their vectors (what the store keeps)."""
         model = self.check_model(request.model)

@@ -19,12 +19,14 @@ class TranscriptRequest(Request):
     language: str | None = Field(None, min_length=2, max_length=8)
     model: str | None = None
     embed: bool | None = None
+    store: bool = Field(True, description="Keep the transcript in the store (false: answer only).")
 
 
 class YoutubeRequest(Request):
-    """The original lecture backend's request shape."""
+    """The original lecture backend's request shape (plus ``store``)."""
 
     youtube_url: str = Field(..., min_length=1, max_length=4096)
+    store: bool = True
 
 
 class JobRequest(Request):
@@ -55,6 +57,8 @@ class TranscriptResponse(BaseModel):
     segments: list[TimedText]
     chunks: list[TimedText]
     embedding_dim: int | None
+    transcript_id: str | None = Field(None, description="Its key in the store; None when not stored.")
+    warning: str | None = Field(None, description="What the caller may not expect, e.g. stored without passages.")
 
 
 class TranscriptionText(BaseModel):

@@ -59,6 +59,18 @@ def speak(text: str, path: Path) -> Path:
     return path
 
 
+def ffmpeg(*args: str | Path) -> None:
+    """Run the ffmpeg CLI quietly; a failure shows its stderr."""
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is missing: run `make test`, which installs it")
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *map(str, args)], check=True,
+                   capture_output=True)
+
+
+TRUNCATED_MP3_BYTES = 3000
+"""The served ``truncated.mp3`` is ``whole.mp3`` cut after this many bytes (its header still declares the whole)."""
+
+
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A WAV file per script in SCRIPTS."""
@@ -129,12 +141,17 @@ def gathered(items: Iterable[object], rate: int = 16000) -> Gathered:
 
 @pytest.fixture(scope="session")
 def media_server(speech: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A static HTTP server on 127.0.0.1 serving the speech files and a few broken ones."""
+    """A static HTTP server on 127.0.0.1 serving the speech files and a few broken ones.
+
+    ``whole.mp3`` is the lecture as MP3; ``truncated.mp3`` its first 3 kB, whose header declares the whole.
+    """
     folder = tmp_path_factory.mktemp("media")
     for name, path in speech.items():
         shutil.copy(path, folder / f"{name}.wav")
     (folder / "not-audio.wav").write_text("this is plain text, not audio\n")
     write_tone(folder / "tone-60s.wav", seconds=60)
+    ffmpeg("-i", speech["lecture"], "-c:a", "libmp3lame", "-b:a", "64k", folder / "whole.mp3")
+    (folder / "truncated.mp3").write_bytes((folder / "whole.mp3").read_bytes()[:TRUNCATED_MP3_BYTES])
     (folder / "two-clips.html").write_text(
         '<html><head><title>Two clips</title></head><body>'
         '<audio src="/history.wav"></audio><audio src="/cooking.wav"></audio></body></html>'

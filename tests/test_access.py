@@ -70,6 +70,7 @@ def client() -> TestClient:
     app.middleware("http")(access.access_middleware)
 
     @app.get("/healthz")
+    @app.get("/health")
     def health() -> dict:
         return {"ok": True}
 
@@ -84,6 +85,7 @@ def client() -> TestClient:
 
 def test_middleware_answers_401_429_in_openai_shape(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
+    assert client.get("/health").status_code == 200, "the original backend's health route is open too"
     anonymous = client.get("/v1/models")
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["code"] == "invalid_api_key"

@@ -7,10 +7,9 @@ for ``vad=False``, whose windows are consecutive and hold all of the audio; the 
 from __future__ import annotations
 
 import io
+import re
 import resource
-import shutil
 import struct
-import subprocess
 import tempfile
 import wave
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError, So
 from deployments.schemas import TranscribeOptions
 from deployments.transcriber import WhisperEngine
 from serve_app.settings import DownloaderSettings, TranscriberSettings
-from tests.conftest import Gathered, gathered, speak, word_error_rate
+from tests.conftest import Gathered, ffmpeg, gathered, speak, word_error_rate
 
 RATE = 16000
 CLIENT_STATUSES = {400, 413, 415, 422}
@@ -47,14 +46,6 @@ def tone(seconds: float, rate: int = RATE, channels: int = 1, amplitude: int = 8
         wav.setframerate(rate)
         wav.writeframes(np.repeat(signal[:, None], channels, axis=1).tobytes())
     return out.getvalue()
-
-
-def ffmpeg(*args: str | Path) -> None:
-    """Run the ffmpeg CLI quietly; a failure shows its stderr."""
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is missing: run `make test`, which installs it")
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *map(str, args)], check=True,
-                   capture_output=True)
 
 
 def info_list(claimed: int, entry: int) -> bytes:
@@ -182,6 +173,40 @@ def test_a_wav_cut_after_its_header_is_refused_with_a_reason(resolver: SourceRes
     assert error.value.status in {415, 422}
     assert isinstance(error.value, UnsupportedAudio) or error.value.code == "no_audio_stream"
     assert_client_error(error.value)
+
+
+@pytest.fixture(scope="module")
+def lecture_mp3(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """About 15 s of speech as a 64 kb/s MP3 (ffmpeg's LAME writes a header that declares its duration)."""
+    folder = tmp_path_factory.mktemp("lecture")
+    wav = speak(" ".join([SENTENCE] * 4), folder / "lecture.wav")
+    ffmpeg("-i", wav, "-c:a", "libmp3lame", "-b:a", "64k", folder / "lecture.mp3")
+    return (folder / "lecture.mp3").read_bytes()
+
+
+def test_an_mp3_cut_after_3_kb_is_422_truncated_audio_naming_both_durations(resolver: SourceResolver,
+                                                                           lecture_mp3: bytes) -> None:
+    whole = upload(resolver, lecture_mp3, "lecture.mp3").duration
+    assert whole > 12
+    with pytest.raises(SourceFailed) as error:
+        list(resolver.from_upload(lecture_mp3[:3000], "lecture.mp3"))
+    assert (error.value.status, error.value.code, error.value.param) == (422, "truncated_audio", "file")
+    declared, decoded = map(float, re.search(r"declares ([\d.]+) s of audio but only ([\d.]+) s decode",
+                                             error.value.message).groups())
+    assert declared == pytest.approx(whole, abs=0.1) and decoded < 0.5
+    assert_client_error(error.value)
+
+
+def test_short_or_mostly_whole_audio_is_no_truncation(resolver: SourceResolver, lecture_mp3: bytes, clip: Path,
+                                                      tmp_path: Path) -> None:
+    """The rule: decoded under half of a declared duration of at least 3 s. Nothing else is refused."""
+    whole = upload(resolver, lecture_mp3, "lecture.mp3").duration
+    three_quarters = upload(resolver, lecture_mp3[:len(lecture_mp3) * 3 // 4], "lecture.mp3").duration
+    assert 0.5 * whole < three_quarters < 0.8 * whole
+    ffmpeg("-i", clip, "-t", "2", "-c:a", "libmp3lame", tmp_path / "short.mp3")
+    short = (tmp_path / "short.mp3").read_bytes()
+    assert upload(resolver, short, "short.mp3").duration == pytest.approx(2, abs=0.1), "a short, whole file"
+    assert upload(resolver, short[:len(short) // 4], "clip.mp3").duration < 1, "declares under 3 s: not checked"
 
 
 @pytest.mark.parametrize("extra", [0, 1], ids=["on a sample", "mid-sample"])

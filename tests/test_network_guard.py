@@ -352,3 +352,64 @@ def test_the_guard_follows_asyncio_to_thread(canary: Canary) -> None:
 
     asyncio.run(fetch_inside_and_outside())
     assert canary.paths == ["/"]
+
+
+# --- HLS: segments must not reach a refused address through ffmpeg --------------------------------------------
+
+def _playlist(canary: Canary, kind: str) -> str:
+    """A media playlist whose key and segments are on the refused canary; ``kind`` "vod", "sample-aes" or "live".
+
+    yt-dlp hands live playlists, and playlists with features its native downloader lacks (SAMPLE-AES), to
+    ffmpeg, a subprocess whose connections the guard in this process cannot see.
+    """
+    target = f"http://127.0.0.1:{canary.port}"
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:4", "#EXT-X-MEDIA-SEQUENCE:0"]
+    if kind == "sample-aes":
+        lines.append(f'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="{target}/key",IV=0x00000000000000000000000000000001')
+    if kind != "live":
+        lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
+    for index in range(3):
+        lines += ["#EXTINF:4.0,", f"{target}/segment{index}.ts"]
+    if kind != "live":
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+class _PlaylistHandler(BaseHTTPRequestHandler):
+    server: Any
+
+    def do_GET(self) -> None:
+        body = self.server.playlists.get(self.path.split("?")[0], "").encode()
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+@pytest.mark.parametrize(("kind", "code"), [("vod", "forbidden_address"), ("sample-aes", "source_failed"),
+                                           ("live", "live_stream")])
+def test_hls_from_an_allowed_host_never_reaches_a_refused_segment_host(canary: Canary, kind: str, code: str) -> None:
+    """The downloader's own path: yt-dlp fetches segments natively (refused by the guard) or not at all."""
+    from deployments.downloader import SourceResolver
+    from deployments.errors import ServiceError
+    from serve_app.settings import DownloaderSettings
+
+    resolver = SourceResolver(DownloaderSettings(allowed_hosts=["localhost"], socket_timeout_s=5, retries=0,
+                                                 fragment_retries=0, download_timeout_s=30))
+    playlists = ThreadingHTTPServer(("127.0.0.1", 0), _PlaylistHandler)
+    playlists.playlists = {f"/{kind}.m3u8": _playlist(canary, kind)}
+    threading.Thread(target=playlists.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with pytest.raises(ServiceError) as info:
+            list(resolver.resolve(f"http://localhost:{playlists.server_address[1]}/{kind}.m3u8", "asr"))
+    finally:
+        playlists.shutdown()
+        playlists.server_close()
+    assert canary.settle() == [] and canary.paths == [], f"{kind}: the canary was reached ({info.value.message})"
+    assert info.value.code == code, info.value.message
