@@ -493,6 +493,11 @@ STAGES = ["Downloader/audio_decode", "Downloader/vad", "Transcriber/queue_wait",
 decoder, and the batch's decode (log-Mel features, encoder, search, alignment when times are asked for)."""
 
 
+def column(r: dict[str, Any]) -> str:
+    """A stage-table column's heading: the row's clients, and the response format when it asks for times."""
+    return f"{r['clients']} client(s)" + (", verbose_json" if r["kind"] == "service_timed" else "")
+
+
 def stage_table(rows: list[dict[str, Any]]) -> list[str]:
     """Where the service's time went, per stage, for each concurrency: seconds per minute of audio (mean per run)."""
     shown = [r for r in rows if r.get("stages")]
@@ -500,7 +505,7 @@ def stage_table(rows: list[dict[str, Any]]) -> list[str]:
         return []
     lines = ["Where the time goes: seconds per minute of audio (mean ms per run) by stage. Stages overlap across "
              "windows and requests, and a batch's stages count once for all its windows.", "",
-             "| stage | " + " | ".join(f"{r['clients']} client(s)" for r in shown) + " |",
+             "| stage | " + " | ".join(column(r) for r in shown) + " |",
              "| --- |" + " ---: |" * len(shown)]
     for stage in STAGES:
         cells = []
@@ -614,10 +619,12 @@ def service_rows(config: dict[str, Any], folder: Path, clips: list[Clip], long: 
             rows.append({**row("service", label, count, run, peak.peaks, model_loads(app.url)["model_loads"]),
                          "stages": stages_since(before, stage_figures(app.url))})
         timed = max(concurrency, default=1)
+        before = stage_figures(app.url)
         with PeakRss(read) as peak:
             run = asyncio.run(clients(app.url, workload(clips, repetitions, timed), timed, "verbose_json"))
-        rows.append(row("service_timed", f"service, {timed} clients, verbose_json (segment times)", timed, run,
-                        peak.peaks, model_loads(app.url)["model_loads"]))
+        rows.append({**row("service_timed", f"service, {timed} clients, verbose_json (segment times)", timed, run,
+                           peak.peaks, model_loads(app.url)["model_loads"]),
+                     "stages": stages_since(before, stage_figures(app.url))})
         with PeakRss(read) as peak:
             run = asyncio.run(clients(app.url, [long], 1))
         rows.append(row("long_service", f"long file, service: {transcriber_replicas(config)} Transcriber replica(s)",

@@ -48,8 +48,10 @@ def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
     assert set(one["by_length"]) == {"5s", "15s"}, one["by_length"]
     table = path.with_suffix(".md").read_text()
     by_length, stages = 2 + 3, 2 + len(STAGES) + 1
+    (timed,) = [row for row in rows if row["kind"] == "service_timed"]
+    assert timed["stages"]["Transcriber/align"]["runs"] == timed["stages"]["Transcriber/generate"]["runs"] > 0
     assert table.count("\n| ") == len(rows) + 2 + by_length + stages, "the rows, by length, and by stage"
-    for service in [row for row in rows if row["kind"] == "service"]:
+    for service in [row for row in rows if row["kind"] in ("service", "service_timed")]:
         stage = service["stages"]
         assert stage["Transcriber/generate"]["runs"] == sum(stage["batch_sizes"].values()) > 0, stage
         assert stage["Downloader/vad"]["seconds"] > 0 and stage["Transcriber/encode"]["seconds"] > 0, stage
