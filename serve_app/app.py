@@ -70,7 +70,7 @@ class AudioForm(BaseModel):
     def options(self, task: str) -> TranscribeOptions:
         return TranscribeOptions(model=self.model, language=self.language, task=task, initial_prompt=self.prompt,
                                  temperature=self.temperature, word_timestamps="word" in self.timestamp_granularities,
-                                 timestamps=self.response_format in TIMED_FORMATS)
+                                 timestamps=self.stream or self.response_format in TIMED_FORMATS)
 
 
 def audio_form(

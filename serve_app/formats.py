@@ -10,7 +10,8 @@ from deployments.schemas import Transcription
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 """OpenAI's response formats; the renderers below produce each."""
 TIMED_FORMATS: frozenset[str] = frozenset({"srt", "vtt", "verbose_json"})
-"""The formats that show segment times: only their requests pay for aligning them."""
+"""The formats that show segment times: their requests, and streamed ones (a delta per sentence), pay for
+aligning them; ``json`` and ``text`` answers do not."""
 
 
 def _clock(seconds: float, separator: str) -> str:
