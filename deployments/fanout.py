@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from deployments.errors import guarded
 from deployments.schemas import AudioWindow, TranscribedWindow
 
 InFlight = deque[tuple[float, Any, "asyncio.Task[Any]"]]
@@ -34,7 +33,7 @@ async def transcribe_windows(items: AsyncGenerator[Any, None], transcribe: Calla
                 yield item
                 continue
             call = transcribe(item.samples)
-            in_flight.append((item.start, call, asyncio.ensure_future(guarded(call))))
+            in_flight.append((item.start, call, asyncio.ensure_future(call)))
             if len(in_flight) >= limit:
                 yield await _first(in_flight)
         while in_flight:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
+from deployments.audio import SAMPLE_RATE
 from deployments.schemas import AudioWindow, Segment, Transcription, Word
 
 MERGE_GAP_S = 3.0
@@ -90,7 +91,7 @@ def group(spans: list[Span], window: int, merge_gap: int) -> Iterator[Span]:
         yield current
 
 
-def speech_windows(blocks: Iterable[np.ndarray], window_s: float, vad: bool = True, sample_rate: int = 16000,
+def speech_windows(blocks: Iterable[np.ndarray], window_s: float, vad: bool = True, sample_rate: int = SAMPLE_RATE,
                    record: Callable[[str, float], None] | None = None) -> Generator[AudioWindow, None, int]:
     """Windows of speech from consecutive blocks of audio, in order, each with its start in the whole input.
 

@@ -7,10 +7,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import yaml
 
+from deployments.schemas import SourceMode
 from serve_app import preflight
 from serve_app.progress import job_progress
 
@@ -124,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="transcribe many sources into the store, resumably")
     ingest.add_argument("sources", nargs="+", help="URLs or YouTube ids, or files of them (one a line, # comments)")
     ingest.add_argument("--server", **server)
-    ingest.add_argument("--source", choices=["auto", "captions", "asr"], default="auto")
+    ingest.add_argument("--source", choices=get_args(SourceMode), default="auto")
     ingest.add_argument("--model", default=None)
     ingest.add_argument("--min-success", type=float, default=0.9, help="exit 1 below this success rate")
     ingest.add_argument("--poll-s", type=float, default=1.0, help=argparse.SUPPRESS)
