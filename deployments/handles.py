@@ -14,11 +14,18 @@ from typing import Any
 from deployments.errors import as_service_error
 
 
-def _raise_mapped(error: Exception) -> None:
-    """Raise what ``error`` means to a client when it means something; otherwise let ``error`` go on."""
-    mapped = as_service_error(error)
-    if mapped is not None and mapped is not error:
-        raise mapped from error
+class _Mapped:
+    """A context in which a failure that means something to a client is raised as that ServiceError."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
+        if isinstance(error, Exception):
+            mapped = as_service_error(error)
+            if mapped is not None and mapped is not error:
+                raise mapped from error
+        return False
 
 
 class Response:
@@ -31,11 +38,8 @@ class Response:
         return self._result().__await__()
 
     async def _result(self) -> Any:
-        try:
+        with _Mapped():
             return await self._response
-        except Exception as error:
-            _raise_mapped(error)
-            raise
 
     def cancel(self) -> None:
         self._response.cancel()
@@ -51,13 +55,8 @@ class ResponseStream:
         return self
 
     async def __anext__(self) -> Any:
-        try:
+        with _Mapped():
             return await self._generator.__anext__()
-        except StopAsyncIteration:
-            raise
-        except Exception as error:
-            _raise_mapped(error)
-            raise
 
     def cancel(self) -> None:
         self._generator.cancel()

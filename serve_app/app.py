@@ -1,5 +1,7 @@
-"""The HTTP ingress (FastAPI through ``@serve.ingress``) and the application builder.
+"""The HTTP routes, the app factory over the graph, the Ingress deployment and the application builder.
 
+Each Ingress replica builds its own FastAPI app with ``create_app`` (Serve's late-bound ingress), so what
+an app needs (the graph's handles, the access policy) is on that app's state, not in module globals.
 ``serve run configs/local.yaml`` imports ``serve_app.app:build_app``, which validates the YAML's ``args``
 against ``AppSettings`` before anything starts, so a bad key fails with its name.
 """
