@@ -141,5 +141,5 @@ def as_service_error(error: BaseException) -> ServiceError | None:
         return cause
     if isinstance(cause, transient_ray_errors()):
         return Overloaded(f"the service is at capacity or lost a replica mid-request; retry shortly "
-                          f"({type(cause).__name__}: {cause})"[:1000])
+                          f"({type(cause).__name__})")
     return None
