@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from contextlib import ExitStack, aclosing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,7 +65,7 @@ class SourceResolver:
         self._limits = Limits(settings.max_download_bytes, settings.max_audio_seconds, settings.download_timeout_s)
 
     def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None,
-                vad: bool = True) -> Iterator[Resolved | AudioWindow | AudioEnd]:
+                vad: bool = True) -> Generator[Resolved | AudioWindow | AudioEnd, None, None]:
         """Captions for a URL or bare YouTube id (one item), or an audio header, its windows and their end.
 
         Every connection (captions, download) passes the network guard; the download is kept on disk
@@ -83,7 +83,7 @@ class SourceResolver:
                 yield from self._windows(media, "url", vad)
 
     def from_upload(self, data: bytes, filename: str | None = None,
-                    vad: bool = True) -> Iterator[Resolved | AudioWindow | AudioEnd]:
+                    vad: bool = True) -> Generator[Resolved | AudioWindow | AudioEnd, None, None]:
         """An audio header for uploaded bytes, then their windows and their end."""
         if not data:
             raise InvalidRequest("the uploaded file is empty", param="file")
@@ -223,7 +223,8 @@ class Downloader:
             async for item in transcribed:
                 yield item
 
-    async def _transcribed(self, kind: str, items: Iterator[Any], options: TranscribeOptions) -> AsyncIterator[Any]:
+    async def _transcribed(self, kind: str, items: Generator[Any, None, None],
+                           options: TranscribeOptions) -> AsyncGenerator[Any, None]:
         """The stream with its windows transcribed; counts the request and its audio under ``model`` "asr"
         (decoded) or "captions" (never downloaded)."""
         def transcribe(samples: np.ndarray) -> Any:
@@ -247,7 +248,7 @@ class Downloader:
         return {**self.metrics.stats(), **memory_now()}
 
 
-async def in_threads(items: Iterator[T]) -> AsyncIterator[T]:
+async def in_threads(items: Generator[T, None, None]) -> AsyncGenerator[T, None]:
     """A blocking generator's items, each computed in a worker thread; it is closed however iteration ends."""
     end = object()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ InFlight = deque[tuple[float, Any, "asyncio.Task[Any]"]]
 
 
 async def transcribe_windows(items: AsyncGenerator[Any, None], transcribe: Callable[[np.ndarray], Any],
-                             limit: int) -> AsyncIterator[Any]:
+                             limit: int) -> AsyncGenerator[Any, None]:
     """``items`` with each ``AudioWindow`` replaced, in order, by its ``TranscribedWindow``; others pass through.
 
     ``transcribe(samples)`` starts a call (a DeploymentResponse: awaitable and cancellable). At most

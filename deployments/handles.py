@@ -9,7 +9,7 @@ without Retry-After, so the mapping has to happen where the call is awaited, not
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator
-from typing import Any
+from typing import Any, Literal
 
 from deployments.errors import as_service_error
 
@@ -20,7 +20,7 @@ class _Mapped:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> Literal[False]:
         if isinstance(error, Exception):
             mapped = as_service_error(error)
             if mapped is not None and mapped is not error:

@@ -104,6 +104,7 @@ class JobManager:
 
     async def _run(self, job_id: str) -> None:
         job = await asyncio.to_thread(self.store.get_job, job_id)
+        assert job is not None, f"job {job_id} was started, so the store has it"
         spec = JobSpec.model_validate(json.loads(job["request"]))
         items = await asyncio.to_thread(self.store.job_items, job_id)
         await asyncio.gather(*(self._item(item, spec) for item in items if item["status"] not in FINAL))
@@ -142,7 +143,7 @@ class JobManager:
 class JobRunner:
     """Serve wrapper: one replica owns the running jobs; their state is in the store."""
 
-    async def __init__(self, downloader: DeploymentHandle, embedder: DeploymentHandle,
+    async def __init__(self, downloader: DeploymentHandle, embedder: DeploymentHandle,  # type: ignore[misc]
                        transcriber_settings: TranscriberSettings, store_settings: StoreSettings,
                        job_settings: JobSettings) -> None:
         embedding = ServiceHandle(embedder)

@@ -6,7 +6,7 @@ streaming back each window's transcription in order; here they are stitched with
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +51,7 @@ class Source:
     """``TranscribedWindow`` items in order, then ``AudioEnd``; None for captions."""
 
 
-async def _rest(source: Source) -> AsyncIterator[TranscribedWindow | AudioEnd]:
+async def _rest(source: Source) -> AsyncGenerator[TranscribedWindow | AudioEnd, None]:
     """The stream after the header; a reader that stops before its end stops the downloader too."""
     ended = False
     try:
@@ -151,6 +151,6 @@ class TranscriptPipeline:
             text=result.text,
             segments=_timed(result.segments),
             chunks=_timed(passages),
-            embedding_dim=len(passages[0].vector) if passages else None,
+            embedding_dim=len(passages[0].vector or []) if passages else None,
         )
         return transcript, passages

@@ -126,11 +126,12 @@ def _flag_last(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]
     """Each block with whether it is the last one."""
     iterator = iter(blocks)
     previous = next(iterator, None)
+    if previous is None:
+        return
     for block in iterator:
         yield previous, False
         previous = block
-    if previous is not None:
-        yield previous, True
+    yield previous, True
 
 
 def shifted(segments: list[Segment], offset: float, first_id: int) -> list[Segment]:

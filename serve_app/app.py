@@ -9,7 +9,7 @@ against ``AppSettings`` before anything starts, so a bad key fails with its name
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -348,11 +348,16 @@ class Ingress:
         return create_app(self.graph)
 
 
+def bound(deployment: object, *args: Any) -> Application:
+    """``deployment.bind(*args)``: ``@serve.deployment`` made the class a Deployment, which mypy cannot see."""
+    return cast(Any, deployment).bind(*args)
+
+
 def build_app(args: dict | AppSettings) -> Application:
     """The application graph from the YAML's ``args``, validated here so errors name the bad key."""
     settings = args if isinstance(args, AppSettings) else AppSettings.model_validate(args)
-    transcriber = Transcriber.bind(settings.transcriber)
-    downloader = Downloader.bind(settings.downloader, transcriber)
-    embedder = Embedder.bind(settings.embedder)
-    jobs = JobRunner.bind(downloader, embedder, settings.transcriber, settings.store, settings.jobs)
-    return Ingress.bind(downloader, transcriber, embedder, jobs, settings)
+    transcriber = bound(Transcriber, settings.transcriber)
+    downloader = bound(Downloader, settings.downloader, transcriber)
+    embedder = bound(Embedder, settings.embedder)
+    jobs = bound(JobRunner, downloader, embedder, settings.transcriber, settings.store, settings.jobs)
+    return bound(Ingress, downloader, transcriber, embedder, jobs, settings)
