@@ -17,7 +17,7 @@ CONFIG ?= configs/local.yaml
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install install-test install-gpu cluster-secrets system-deps check-install serve test lint bench clean
+.PHONY: install install-test install-gpu cluster-secrets system-deps check-install serve test typecheck lint bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -75,9 +75,12 @@ serve: install
 	@echo "Starting on http://127.0.0.1:8000 (Ctrl-C to stop). Try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
 	$(VENV)/bin/serve run --address local $(CONFIG)   # its own local Ray, never a stale one from ray start
 
-test: install-test check-install
+test: install-test check-install typecheck
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
 	$(PY) -m pytest
+
+typecheck: install-test   # mypy over serve_app and deployments ([tool.mypy] in pyproject.toml)
+	$(VENV)/bin/mypy
 
 bench: install-test
 	$(PY) -m benchmarks.throughput
@@ -86,4 +89,4 @@ lint: install-test
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -52,7 +52,7 @@ from benchmarks.speech import Clip, clip_set, lecture, missing_tools, word_error
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-    from serve_app.settings import TranscriberSettings
+    from deployments.settings import TranscriberSettings
     from tests.fake_youtube import FakeYouTube
 
 FULL_CLIPS = {"5s": 5.0, "15s": 15.0, "45s": 45.0, "2min": 120.0}
@@ -199,7 +199,7 @@ def service_processes(head_pid: int) -> dict[str, int]:
 
 def transcriber_settings(config: dict[str, Any]) -> TranscriberSettings:
     """The service's transcriber section, validated as the app validates it."""
-    from serve_app.settings import TranscriberSettings
+    from deployments.settings import TranscriberSettings
 
     return TranscriberSettings(**config["applications"][0]["args"]["transcriber"])
 

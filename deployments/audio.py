@@ -13,6 +13,9 @@ import numpy as np
 
 from deployments.errors import PayloadTooLarge, SourceFailed, UnsupportedAudio
 
+SAMPLE_RATE = 16000
+"""What Whisper hears: every decoded sample and every window is at this rate."""
+
 TRUNCATION_MIN_DECLARED_S = 3.0
 """Declared durations under this are not compared with the decoded audio: a short clip may be whole or not."""
 TRUNCATION_MIN_FRACTION = 0.5
@@ -23,11 +26,6 @@ for the durations ffmpeg estimates from the bitrate when a file has no frame ind
 
 def _media(source: bytes | str | Path) -> io.BytesIO | str:
     return io.BytesIO(source) if isinstance(source, bytes) else str(source)
-
-
-def probe_seconds(source: bytes | str | Path) -> float | None:
-    """The container's declared duration, read from its header without decoding; None when absent."""
-    return _probe(source)[0]
 
 
 def _probe(source: bytes | str | Path) -> tuple[float | None, int]:
@@ -43,7 +41,7 @@ def _probe(source: bytes | str | Path) -> tuple[float | None, int]:
         return declared, len(audio)
 
 
-def decode_blocks(source: bytes | str | Path, sample_rate: int = 16000, param: str = "file",
+def decode_blocks(source: bytes | str | Path, sample_rate: int = SAMPLE_RATE, param: str = "file",
                   max_seconds: float | None = None, block_s: float = 120.0) -> Iterator[np.ndarray]:
     """Decode a file path or in-memory bytes with ffmpeg (PyAV), ``block_s`` seconds of samples at a time.
 
@@ -115,7 +113,7 @@ def _pcm_blocks(source: bytes | str | Path, sample_rate: int, block: int) -> Ite
         gc.collect()  # PyAV's resampler keeps buffers until collected (SYSTRAN/faster-whisper#390)
 
 
-def decode(source: bytes | str | Path, sample_rate: int = 16000, param: str = "file",
+def decode(source: bytes | str | Path, sample_rate: int = SAMPLE_RATE, param: str = "file",
            max_seconds: float | None = None) -> np.ndarray:
     """The whole of ``decode_blocks``' audio in one array, for inputs known to be short."""
     return np.concatenate(list(decode_blocks(source, sample_rate, param, max_seconds)))

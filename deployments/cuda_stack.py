@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from deployments.audio import SAMPLE_RATE
+
 CUBLAS = "libcublas.so.12"
 CUBLAS_LT = "libcublasLt.so.12"
 FIX = ("install the GPU stack with `make install-gpu` (torch for CUDA 12 and nvidia-cublas-cu12), or put a "
@@ -60,7 +62,7 @@ def preload_cublas12(dirs: Sequence[Path] | None = None,
     return None
 
 
-def encode_once(model: Any, sample_rate: int = 16000) -> None:
+def encode_once(model: Any, sample_rate: int = SAMPLE_RATE) -> None:
     """One encoder pass over a second of silence on the model's device; raises ``CudaStackBroken`` saying why."""
     features = model.feature_extractor(np.zeros(sample_rate, dtype=np.float32))
     try:

@@ -11,30 +11,30 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from contextlib import ExitStack, aclosing, contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.audio import decode_blocks
+from deployments.audio import SAMPLE_RATE, decode_blocks
 from deployments.errors import InvalidRequest, ServiceError, SourceFailed
 from deployments.fanout import transcribe_windows
+from deployments.handles import ServiceHandle
 from deployments.media_download import BOT_CHECK_HINT, Limits, downloaded, expand_playlist, ytdlp_options
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import release_memory
-from deployments.network_guard import MARKER, guard, is_refusal
-from deployments.schemas import AudioEnd, AudioWindow, Resolved, TranscribedWindow, TranscribeOptions
+from deployments.network_guard import MARKER, is_refusal, refuse_forbidden_addresses
+from deployments.schemas import AudioEnd, AudioWindow, Resolved, SourceMode, TranscribedWindow, TranscribeOptions
+from deployments.settings import DownloaderSettings
 from deployments.window_decoding import Record
 from deployments.windows import load_vad, speech_windows
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
-from serve_app.settings import DownloaderSettings
 
-SourceMode = Literal["auto", "captions", "asr"]
 Found = tuple[Resolved, Path | None]
 """A source's header, and for audio the downloaded file its windows come from."""
 T = TypeVar("T")
@@ -65,14 +65,14 @@ class SourceResolver:
         self._limits = Limits(settings.max_download_bytes, settings.max_audio_seconds, settings.download_timeout_s)
 
     def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None,
-                vad: bool = True) -> Iterator[Resolved | AudioWindow | AudioEnd]:
+                vad: bool = True) -> Generator[Resolved | AudioWindow | AudioEnd, None, None]:
         """Captions for a URL or bare YouTube id (one item), or an audio header, its windows and their end.
 
         Every connection (captions, download) passes the network guard; the download is kept on disk
         only while its windows are decoded, one block at a time.
         """
         with ExitStack() as files:
-            with self._guarded():
+            with self._network_policy():
                 vid = video_id(url)
                 if vid is not None:
                     header, media = self._youtube(vid, source, language, files)
@@ -83,7 +83,7 @@ class SourceResolver:
                 yield from self._windows(media, "url", vad)
 
     def from_upload(self, data: bytes, filename: str | None = None,
-                    vad: bool = True) -> Iterator[Resolved | AudioWindow | AudioEnd]:
+                    vad: bool = True) -> Generator[Resolved | AudioWindow | AudioEnd, None, None]:
         """An audio header for uploaded bytes, then their windows and their end."""
         if not data:
             raise InvalidRequest("the uploaded file is empty", param="file")
@@ -93,13 +93,13 @@ class SourceResolver:
     def _windows(self, media: bytes | Path, param: str, vad: bool) -> Iterator[AudioWindow | AudioEnd]:
         """The media's speech windows as it is decoded, then the decoded duration."""
         settings = self.settings
-        blocks = decode_blocks(media, settings.sample_rate, param, settings.max_audio_seconds, settings.decode_block_s)
+        blocks = decode_blocks(media, SAMPLE_RATE, param, settings.max_audio_seconds, settings.decode_block_s)
         try:
             samples = yield from speech_windows(timed(blocks, "audio_decode", self.record), settings.window_s, vad,
-                                                settings.sample_rate, self.record)
+                                                SAMPLE_RATE, self.record)
         finally:
             release_memory()  # the blocks' pages go back to the system, not to a heap that only grows
-        yield AudioEnd(duration=samples / settings.sample_rate)
+        yield AudioEnd(duration=samples / SAMPLE_RATE)
 
     def _media_url(self, url: str, source: SourceMode, files: ExitStack) -> Found:
         parsed = urlparse(url)
@@ -112,11 +112,11 @@ class SourceResolver:
                         kind="audio"), media.path
 
     @contextmanager
-    def _guarded(self) -> Iterator[None]:
+    def _network_policy(self) -> Iterator[None]:
         """Refuse connections to forbidden addresses (after redirects too) with a 400 that says why."""
         settings = self.settings
         try:
-            with guard(settings.allow_private_networks, settings.allowed_hosts):
+            with refuse_forbidden_addresses(settings.allow_private_networks, settings.allowed_hosts):
                 yield
         except ServiceError as error:
             if error.__cause__ is not None and is_refusal(error.__cause__):
@@ -163,7 +163,7 @@ class SourceResolver:
 
     def expand(self, url: str) -> list[str]:
         """The items of a playlist or channel URL (yt-dlp's flat extraction), or the URL itself."""
-        with self._guarded():
+        with self._network_policy():
             if video_id(url) is not None or not url.strip():
                 return [url]
             return expand_playlist(url.strip(), self._ytdlp)
@@ -203,7 +203,7 @@ class Downloader:
         self.settings = settings
         self.metrics = ReplicaMetrics("Downloader")
         self.resolver = SourceResolver(settings, record=self.metrics.stage)
-        self.transcriber = transcriber
+        self.transcriber = ServiceHandle(transcriber)
         load_vad()
         self.metrics.start_sampler()
 
@@ -223,7 +223,8 @@ class Downloader:
             async for item in transcribed:
                 yield item
 
-    async def _transcribed(self, kind: str, items: Iterator[Any], options: TranscribeOptions) -> AsyncIterator[Any]:
+    async def _transcribed(self, kind: str, items: Generator[Any, None, None],
+                           options: TranscribeOptions) -> AsyncGenerator[Any, None]:
         """The stream with its windows transcribed; counts the request and its audio under ``model`` "asr"
         (decoded) or "captions" (never downloaded)."""
         def transcribe(samples: np.ndarray) -> Any:
@@ -247,7 +248,7 @@ class Downloader:
         return {**self.metrics.stats(), **memory_now()}
 
 
-async def in_threads(items: Iterator[T]) -> AsyncIterator[T]:
+async def in_threads(items: Generator[T, None, None]) -> AsyncGenerator[T, None]:
     """A blocking generator's items, each computed in a worker thread; it is closed however iteration ends."""
     end = object()
     try:

@@ -13,7 +13,7 @@ from ray import serve
 from deployments.gpu_budget import assigned_gpu_share
 from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.schemas import Passage, Segment
-from serve_app.settings import EMBEDDED, EmbedderSettings
+from deployments.settings import EMBEDDED, EmbedderSettings
 
 logger = logging.getLogger(__name__)
 

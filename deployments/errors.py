@@ -6,10 +6,7 @@ inside a replica reaches the client as a 4xx with a reason instead of a 500.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TypeVar
-
-T = TypeVar("T")
+import functools
 
 
 class ServiceError(Exception):
@@ -118,20 +115,31 @@ class RateLimited(ServiceError):
     code = "rate_limit_exceeded"
 
 
-async def guarded(response: Awaitable[T]) -> T:
-    """Await a DeploymentHandle call, turning capacity and replica-loss failures into ``Overloaded`` (503).
+def unwrap(error: BaseException) -> BaseException:
+    """The original exception behind Ray's RayTaskError wrapper, if there is one."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error
 
-    Serve registers its own handler for BackPressureError on the ingress app, which answers plain text
-    without Retry-After; and a failure inside a deployment that calls another one reaches the ingress
-    wrapped in that deployment's error. Raising our own type keeps the answer a 503 in OpenAI's shape.
-    """
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError
+
+@functools.cache
+def transient_ray_errors() -> tuple[type[Exception], ...]:
+    """Ray's failures that retrying shortly may get past: a full queue, no replica, a replica or its data lost."""
+    from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-    try:
-        return await response
-    except (BackPressureError, DeploymentUnavailableError) as error:
-        raise Overloaded(f"the service is at capacity; retry shortly ({error})") from error
-    except (ActorDiedError, ActorUnavailableError, ObjectLostError) as error:
-        raise Overloaded(f"a replica or its data was lost mid-request; retry shortly ({type(error).__name__})") \
-            from error
+    return (BackPressureError, DeploymentUnavailableError, RayActorError, ActorUnavailableError, ObjectLostError)
+
+
+def as_service_error(error: BaseException) -> ServiceError | None:
+    """The one mapping from a failure to what a client is told; None for a bug (a 500 with nothing said).
+
+    A ServiceError behind Ray's wrapper is itself; Ray's transient failures are ``Overloaded`` (503 with
+    Retry-After), so the HTTP answer, the stream's error event and a job's retry all agree.
+    """
+    cause = unwrap(error)
+    if isinstance(cause, ServiceError):
+        return cause
+    if isinstance(cause, transient_ray_errors()):
+        return Overloaded(f"the service is at capacity or lost a replica mid-request; retry shortly "
+                          f"({type(cause).__name__})")
+    return None

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import numpy as np
 
-from deployments.errors import guarded
 from deployments.schemas import AudioWindow, TranscribedWindow
 
 InFlight = deque[tuple[float, Any, "asyncio.Task[Any]"]]
 
 
 async def transcribe_windows(items: AsyncGenerator[Any, None], transcribe: Callable[[np.ndarray], Any],
-                             limit: int) -> AsyncIterator[Any]:
+                             limit: int) -> AsyncGenerator[Any, None]:
     """``items`` with each ``AudioWindow`` replaced, in order, by its ``TranscribedWindow``; others pass through.
 
     ``transcribe(samples)`` starts a call (a DeploymentResponse: awaitable and cancellable). At most
@@ -34,7 +33,7 @@ async def transcribe_windows(items: AsyncGenerator[Any, None], transcribe: Calla
                 yield item
                 continue
             call = transcribe(item.samples)
-            in_flight.append((item.start, call, asyncio.ensure_future(guarded(call))))
+            in_flight.append((item.start, call, asyncio.ensure_future(call)))
             if len(in_flight) >= limit:
                 yield await _first(in_flight)
         while in_flight:

@@ -1,8 +1,9 @@
 """Ingestion jobs: many sources, each landing in the store or failing with a reason, resumable.
 
 Job and item state live in the store, not in the actor: a JobRunner replica that starts (after a crash
-or a redeploy) resumes every unfinished job's remaining items. Items run concurrently up to a limit and
-spread over the transcriber replicas through its handle; one item's failure never touches the others.
+or a redeploy) resumes every unfinished job's remaining items. Items run concurrently up to a limit, each
+through the graph's pipeline (the Downloader spreads its windows over the Transcribers); one item's failure
+never touches the others.
 Transient failures (network, overload, a replica lost mid-request) are retried with exponential backoff
 and a cap; permanent ones (private, removed, not audio) are not.
 """
@@ -16,32 +17,31 @@ from datetime import datetime
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from deployments.downloader import source_identity
-from deployments.errors import Overloaded, ServiceError, SourceUnreachable
+from deployments.errors import Overloaded, SourceUnreachable, as_service_error, unwrap
+from deployments.handles import ServiceHandle
+from deployments.pipeline import TranscriptPipeline
+from deployments.schemas import JobSpec, TranscriptSpec
+from deployments.settings import JobSettings, StoreSettings, TranscriberSettings
 from deployments.store import TranscriptStore
-from serve_app.errors import unwrap
-from serve_app.pipeline import TranscriptPipeline
-from serve_app.protocol import JobRequest, TranscriptRequest
-from serve_app.settings import AppSettings
 
 FINAL = frozenset({"done", "failed", "skipped"})
 
 
 def is_transient(error: BaseException) -> bool:
     """Worth retrying: the network, an overloaded deployment, or a replica lost while it worked."""
-    from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
-
-    error = unwrap(error)
-    return isinstance(error, (SourceUnreachable, Overloaded, RayActorError, ActorUnavailableError, ObjectLostError))
+    return isinstance(as_service_error(error), (SourceUnreachable, Overloaded))
 
 
 def describe(error: BaseException) -> tuple[str, str]:
     """(error type, message) for an item's record."""
-    error = unwrap(error)
-    if isinstance(error, ServiceError):
-        return error.code, error.message
-    return type(error).__name__, str(error)[:500] or type(error).__name__
+    mapped = as_service_error(error)
+    if mapped is not None:
+        return mapped.code, mapped.message
+    cause = unwrap(error)
+    return type(cause).__name__, str(cause)[:500] or type(cause).__name__
 
 
 def summarize(job: dict[str, Any], items: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
@@ -70,16 +70,17 @@ def summarize(job: dict[str, Any], items: list[dict[str, Any]], now: datetime) -
 class JobManager:
     """Runs jobs against the pipeline and keeps their state in the store."""
 
-    def __init__(self, store: TranscriptStore, pipeline: TranscriptPipeline, settings: AppSettings) -> None:
+    def __init__(self, store: TranscriptStore, pipeline: TranscriptPipeline, settings: JobSettings) -> None:
         self.store = store
         self.pipeline = pipeline
-        self.settings = settings.jobs
-        self._slots = asyncio.Semaphore(settings.jobs.concurrency)
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: dict[str, asyncio.Task] = {}
 
-    async def submit(self, request: JobRequest, urls: list[str]) -> str:
+    async def submit(self, spec: JobSpec, urls: list[str]) -> str:
+        """Persist a job of ``urls`` sharing ``spec`` and start it; returns its id."""
         job_id = uuid.uuid4().hex[:16]
-        await asyncio.to_thread(self.store.create_job, job_id, request.model_dump(exclude={"urls"}), urls)
+        await asyncio.to_thread(self.store.create_job, job_id, spec.model_dump(), urls)
         self.start(job_id)
         return job_id
 
@@ -103,22 +104,23 @@ class JobManager:
 
     async def _run(self, job_id: str) -> None:
         job = await asyncio.to_thread(self.store.get_job, job_id)
-        request = JobRequest(urls=[], **json.loads(job["request"]))
+        assert job is not None, f"job {job_id} was started, so the store has it"
+        spec = JobSpec.model_validate(json.loads(job["request"]))
         items = await asyncio.to_thread(self.store.job_items, job_id)
-        await asyncio.gather(*(self._item(item, request) for item in items if item["status"] not in FINAL))
+        await asyncio.gather(*(self._item(item, spec) for item in items if item["status"] not in FINAL))
         await asyncio.to_thread(self.store.finish_job, job_id)
 
-    async def _item(self, item: dict[str, Any], request: JobRequest) -> None:
+    async def _item(self, item: dict[str, Any], spec: JobSpec) -> None:
         async with self._slots:
             update = self.store.update_item
-            model = self.pipeline.check_model(request.model) if request.source != "captions" else None
+            model = self.pipeline.check_model(spec.model) if spec.source != "captions" else None
             if await asyncio.to_thread(self.store.has_source, source_identity(item["url"]), model):
                 await asyncio.to_thread(update, item, status="skipped")
                 return
             item = await asyncio.to_thread(update, item, status="running")
             for attempt in range(1, self.settings.max_attempts + 1):
                 try:
-                    await self._ingest(item, request, attempt)
+                    await self._ingest(item, spec, attempt)
                     return
                 except Exception as error:  # every failure is recorded on its item, never raised
                     if not is_transient(error) or attempt == self.settings.max_attempts:
@@ -128,28 +130,31 @@ class JobManager:
                         return
                     await asyncio.sleep(min(self.settings.backoff_cap_s, self.settings.backoff_s * 2 ** (attempt - 1)))
 
-    async def _ingest(self, item: dict[str, Any], request: JobRequest, attempt: int) -> None:
-        transcript = TranscriptRequest(url=item["url"], source=request.source, language=request.language,
-                                       model=request.model, embed=True)
-        response, passages = await self.pipeline.transcript_and_passages(transcript)
-        key = await asyncio.to_thread(self.store.keep, response, passages)
-        await asyncio.to_thread(self.store.update_item, item, status="done", source=response.source,
-                                audio_seconds=response.duration_s, transcript_key=key, attempts=attempt)
+    async def _ingest(self, item: dict[str, Any], spec: JobSpec, attempt: int) -> None:
+        item_spec = TranscriptSpec(url=item["url"], source=spec.source, language=spec.language, model=spec.model,
+                                   embed=True)
+        transcript, passages = await self.pipeline.transcript_and_passages(item_spec)
+        key = await asyncio.to_thread(self.store.keep, transcript, passages)
+        await asyncio.to_thread(self.store.update_item, item, status="done", source=transcript.source,
+                                audio_seconds=transcript.duration_s, transcript_key=key, attempts=attempt)
 
 
 @serve.deployment(name="JobRunner")
 class JobRunner:
     """Serve wrapper: one replica owns the running jobs; their state is in the store."""
 
-    async def __init__(self, downloader: Any, transcriber: Any, embedder: Any, settings: AppSettings) -> None:
-        pipeline = TranscriptPipeline(downloader, transcriber, embedder, settings)
-        dimension = await embedder.dimension.remote()
-        store = await asyncio.to_thread(TranscriptStore, settings.store.uri, dimension)
-        self.manager = JobManager(store, pipeline, settings)
+    async def __init__(self, downloader: DeploymentHandle, embedder: DeploymentHandle,  # type: ignore[misc]
+                       transcriber_settings: TranscriberSettings, store_settings: StoreSettings,
+                       job_settings: JobSettings) -> None:
+        embedding = ServiceHandle(embedder)
+        pipeline = TranscriptPipeline(ServiceHandle(downloader), embedding, transcriber_settings)
+        dimension = await embedding.dimension.remote()
+        store = await asyncio.to_thread(TranscriptStore, store_settings.uri, dimension)
+        self.manager = JobManager(store, pipeline, job_settings)
         self.manager.resume_unfinished()
 
-    async def submit(self, request: JobRequest, urls: list[str]) -> str:
-        return await self.manager.submit(request, urls)
+    async def submit(self, spec: JobSpec, urls: list[str]) -> str:
+        return await self.manager.submit(spec, urls)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         return await self.manager.status(job_id)

@@ -125,7 +125,7 @@ def _check_metadata(info: dict[str, Any] | None, limits: Limits) -> dict[str, An
     return info
 
 
-def _progress_guard(limits: Limits) -> Callable[[dict[str, Any]], None]:
+def _limits_hook(limits: Limits) -> Callable[[dict[str, Any]], None]:
     """A yt-dlp progress hook that stops a download past the byte or time limit (it raises through yt-dlp)."""
     started = time.monotonic()
 
@@ -149,7 +149,7 @@ def downloaded(url: str, options: dict[str, Any], limits: Limits) -> Iterator[Do
     import yt_dlp
 
     with tempfile.TemporaryDirectory(prefix="transcribe-serve-") as scratch:
-        opts = {**options, "outtmpl": str(Path(scratch) / "media.%(ext)s"), "progress_hooks": [_progress_guard(limits)]}
+        opts = {**options, "outtmpl": str(Path(scratch) / "media.%(ext)s"), "progress_hooks": [_limits_hook(limits)]}
         try:
             with yt_dlp.YoutubeDL(opts) as ydl:
                 info = _check_metadata(ydl.extract_info(url, download=False), limits)

@@ -4,8 +4,8 @@ The downloader fetches user-supplied URLs with yt-dlp and youtube-transcript-api
 Checking the URL up front is not enough: a redirect, a DNS answer with several addresses, or a name that
 resolves differently a second later (DNS rebinding) would reach an internal address after the check. So
 ``socket.getaddrinfo`` is wrapped once for the whole process and every address it returns is classified at
-connect time; the wrapper only acts inside ``guard(...)``, whose policy lives in a ``ContextVar``, so other
-callers in the process (Ray, Serve, health checks) are untouched.
+connect time; the wrapper only acts inside ``refuse_forbidden_addresses(...)``, whose policy lives in a
+``ContextVar``, so other callers in the process (Ray, Serve, health checks) are untouched.
 
 Scope: code running in the guarded context, including ``asyncio.to_thread`` (it copies the context). Not
 covered: plain ``threading.Thread``/``ThreadPoolExecutor`` workers started inside the guard (no context
@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 MARKER = "forbidden address"
 """Stable text in every refusal, so a caller can recognise it inside another library's error message."""
@@ -147,7 +146,7 @@ def _check_answer(host: str | bytes, answer: Sequence[tuple[Any, ...]], policy: 
 
 def _guarded_getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,
                          flags: int = 0) -> list[tuple[Any, ...]]:
-    """socket.getaddrinfo that, inside ``guard``, refuses answers holding a forbidden address."""
+    """socket.getaddrinfo that, inside ``refuse_forbidden_addresses``, refuses answers holding a forbidden address."""
     resolve = _next_getaddrinfo
     if resolve is None:  # unreachable once installed; keeps the wrapper safe if called directly
         resolve = socket.getaddrinfo
@@ -174,7 +173,7 @@ def _make_policy(allow_private: bool, allowed_hosts: Iterable[str]) -> _Policy:
 
 
 @contextlib.contextmanager
-def guard(allow_private: bool, allowed_hosts: Iterable[str] = ()) -> Iterator[None]:
+def refuse_forbidden_addresses(allow_private: bool, allowed_hosts: Iterable[str] = ()) -> Iterator[None]:
     """Refuse forbidden addresses for connections made in this context (and ``asyncio.to_thread`` calls from it).
 
     ``allowed_hosts`` are exact host names or IP literals (case-insensitive) that are never filtered. The innermost
@@ -186,23 +185,6 @@ def guard(allow_private: bool, allowed_hosts: Iterable[str] = ()) -> Iterator[No
         yield
     finally:
         _policy.reset(token)
-
-
-def check_url(url: str, allow_private: bool, allowed_hosts: Iterable[str] = ()) -> None:
-    """Resolve an http(s) URL's host and raise ForbiddenAddress before any request, so the refusal is clear.
-
-    ValueError for another scheme or no host; socket.gaierror when the host does not resolve.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"only http and https URLs are allowed, not {parts.scheme or 'no scheme'!r}")
-    host = parts.hostname
-    if not host:
-        raise ValueError("the URL has no host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    resolve = _next_getaddrinfo or socket.getaddrinfo
-    answer = resolve(host, port, 0, socket.SOCK_STREAM)
-    _check_answer(host, answer, _make_policy(allow_private, allowed_hosts))
 
 
 def is_refusal(error: BaseException) -> bool:

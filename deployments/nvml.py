@@ -45,7 +45,7 @@ class _Nvml:
     """NVML opened once per process; ``available`` is False on CPU nodes or when the library or driver is missing."""
 
     def __init__(self) -> None:
-        self.module = _import_nvml()
+        self.module: Any = _import_nvml()  # pynvml, untyped; used only when ``available``
         self.available = self.module is not None and self._init()
 
     def _init(self) -> bool:

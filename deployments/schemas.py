@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SourceMode = Literal["auto", "captions", "asr"]
+"""Where a transcript may come from: captions first then ASR, captions only, or ASR only."""
+
 
 class Word(BaseModel):
     word: str
@@ -109,3 +112,45 @@ class AudioEnd(BaseModel):
     """The last item of an audio stream: how long the decoded audio was."""
 
     duration: float
+
+
+class TranscriptSpec(BaseModel):
+    """One source to turn into a transcript, as the graph takes it from an HTTP request or a job's item."""
+
+    url: str
+    source: SourceMode = "auto"
+    language: str | None = None
+    model: str | None = None
+    embed: bool = True
+
+
+class JobSpec(BaseModel):
+    """What a job's items share, as the store keeps it (an older record's extra keys are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: SourceMode = "auto"
+    model: str | None = None
+    language: str | None = None
+
+
+class TimedText(BaseModel):
+    start: float
+    end: float
+    text: str
+
+
+class Transcript(BaseModel):
+    """A source's transcript and its passages' text, as the graph makes it and the store keeps it."""
+
+    id: str
+    url: str | None
+    title: str | None
+    duration_s: float
+    source: Literal["captions", "asr"]
+    language: str | None
+    model: str | None
+    text: str
+    segments: list[TimedText]
+    chunks: list[TimedText]
+    embedding_dim: int | None

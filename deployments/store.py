@@ -119,9 +119,6 @@ class TranscriptStore:
         rows.sort(key=lambda r: (r["created_at"], r["key"]), reverse=True)
         return len(rows), rows[offset:offset + limit]
 
-    def count(self, table: str) -> int:
-        return self.tables[table].count_rows()
-
     def search(self, vector: list[float], text: str, k: int, key: str | None = None) -> list[dict[str, Any]]:
         """The best passages: vectors and full text together (hybrid) where LanceDB can, vectors alone else."""
         table = self.tables[CHUNKS]

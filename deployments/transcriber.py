@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray import serve
 
+from deployments.audio import SAMPLE_RATE
 from deployments.batcher import Batcher
 from deployments.cuda_stack import encode_once, on_gpu, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
@@ -26,9 +27,9 @@ from deployments.metrics import ReplicaMetrics, memory_now
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
 from deployments.schemas import TranscribeOptions, Transcription
-from deployments.window_decoding import SAMPLE_RATE, Decoding, Record, WindowRequest, decode_windows
+from deployments.settings import EMBEDDED, TranscriberSettings
+from deployments.window_decoding import Decoding, Record, WindowRequest, decode_windows
 from deployments.windows import speech_windows, stitch
-from serve_app.settings import EMBEDDED, TranscriberSettings
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel

@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from deployments.audio import SAMPLE_RATE
 from deployments.schemas import Segment, Word
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
 
-SAMPLE_RATE = 16000
-"""Whisper's input rate; the downloader decodes every source to it."""
 FRAMES_PER_SECOND = 100
 """Whisper's feature frames per second: a segment's ``seek`` counts them."""
 NO_SPEECH_THRESHOLD = 0.6

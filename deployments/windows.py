@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
+from deployments.audio import SAMPLE_RATE
 from deployments.schemas import AudioWindow, Segment, Transcription, Word
 
 MERGE_GAP_S = 3.0
@@ -90,7 +91,7 @@ def group(spans: list[Span], window: int, merge_gap: int) -> Iterator[Span]:
         yield current
 
 
-def speech_windows(blocks: Iterable[np.ndarray], window_s: float, vad: bool = True, sample_rate: int = 16000,
+def speech_windows(blocks: Iterable[np.ndarray], window_s: float, vad: bool = True, sample_rate: int = SAMPLE_RATE,
                    record: Callable[[str, float], None] | None = None) -> Generator[AudioWindow, None, int]:
     """Windows of speech from consecutive blocks of audio, in order, each with its start in the whole input.
 
@@ -125,11 +126,12 @@ def _flag_last(blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]
     """Each block with whether it is the last one."""
     iterator = iter(blocks)
     previous = next(iterator, None)
+    if previous is None:
+        return
     for block in iterator:
         yield previous, False
         previous = block
-    if previous is not None:
-        yield previous, True
+    yield previous, True
 
 
 def shifted(segments: list[Segment], offset: float, first_id: int) -> list[Segment]:

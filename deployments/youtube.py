@@ -52,11 +52,12 @@ class RebasedSession(requests.Session):
         self._timeout_s = timeout_s
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        url = str(url)
-        if url.startswith(YOUTUBE_ORIGIN):
-            url = self._base_url + url[len(YOUTUBE_ORIGIN):]
+        target = str(url)
+        if target.startswith(YOUTUBE_ORIGIN):
+            target = self._base_url + target[len(YOUTUBE_ORIGIN):]
         kwargs.setdefault("timeout", self._timeout_s)
-        return super().request(method, url, *args, **kwargs)
+        verb = method if isinstance(method, str) else method.decode()
+        return super().request(verb, target, *args, **kwargs)
 
 
 class NoCaptions(SourceFailed):

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from deployments.errors import RateLimited, Unauthorized
@@ -109,21 +109,18 @@ class AccessControl:
             raise error
 
 
-_installed: AccessControl | None = None
-
-
-def install(access: AccessControl | None) -> None:
-    """Make ``access`` the policy of this process's ingress (one Ingress replica per process)."""
-    global _installed
-    _installed = access
+def install(app: FastAPI, access: AccessControl) -> None:
+    """Make ``access`` the policy of ``app``: kept on the app's state, checked by its middleware."""
+    app.state.access = access
+    app.middleware("http")(access_middleware)
 
 
 async def access_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """FastAPI middleware: refuse before routing, in OpenAI's error shape."""
-    if _installed is not None:
-        try:
-            _installed.check(request.url.path, request.headers.get("authorization"),
-                             request.client.host if request.client else "unknown")
-        except (Unauthorized, RateLimited) as error:
-            return service_error_response(error)
+    """FastAPI middleware: refuse before routing, in OpenAI's error shape, by the policy on the app's state."""
+    policy: AccessControl = request.app.state.access
+    try:
+        policy.check(request.url.path, request.headers.get("authorization"),
+                     request.client.host if request.client else "unknown")
+    except (Unauthorized, RateLimited) as error:
+        return service_error_response(error)
     return await call_next(request)

@@ -1,5 +1,7 @@
-"""The HTTP ingress (FastAPI through ``@serve.ingress``) and the application builder.
+"""The HTTP routes, the app factory over the graph, the Ingress deployment and the application builder.
 
+Each Ingress replica builds its own FastAPI app with ``create_app`` (Serve's late-bound ingress), so what
+an app needs (the graph's handles, the access policy) is on that app's state, not in module globals.
 ``serve run configs/local.yaml`` imports ``serve_app.app:build_app``, which validates the YAML's ``args``
 against ``AppSettings`` before anything starts, so a bad key fails with its name.
 """
@@ -7,9 +9,9 @@ against ``AppSettings`` before anything starts, so a bad key fails with its name
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import Depends, FastAPI, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from ray import serve
@@ -18,16 +20,18 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.downloader import Downloader
 from deployments.embedder import Embedder
-from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceError, UnknownModel, guarded
+from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, UnknownModel, as_service_error
+from deployments.handles import ServiceHandle
 from deployments.jobs import JobRunner
-from deployments.schemas import Segment, TranscribeOptions, Transcription
+from deployments.pipeline import TranscriptPipeline
+from deployments.schemas import Segment, SourceMode, TranscribeOptions, Transcription
 from deployments.store import TranscriptStore
 from deployments.transcriber import Transcriber
-from serve_app.access import AccessControl, access_middleware
+from serve_app.access import AccessControl
 from serve_app.access import install as install_access
-from serve_app.errors import install_error_handlers, unwrap
+from serve_app.embeddings import embeddings
+from serve_app.errors import install_error_handlers
 from serve_app.formats import TIMED_FORMATS, ResponseFormat, sse, to_srt, to_verbose_json, to_vtt
-from serve_app.pipeline import TranscriptPipeline
 from serve_app.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -40,10 +44,6 @@ from serve_app.protocol import (
     YoutubeRequest,
 )
 from serve_app.settings import AppSettings
-
-api = FastAPI(title="transcribe-serve", version="0.1.0")
-install_error_handlers(api)
-api.middleware("http")(access_middleware)
 
 UPLOAD_CHUNK = 1024 * 1024
 UNSEARCHABLE = ("stored without passages (embedding was off or there was no text): /v1/search will not find it; "
@@ -58,7 +58,7 @@ class AudioForm(BaseModel):
 
     file: UploadFile | None
     url: str | None
-    source: Literal["auto", "captions", "asr"]
+    source: SourceMode
     model: str
     language: str | None
     prompt: str | None
@@ -76,7 +76,7 @@ class AudioForm(BaseModel):
 def audio_form(
     file: Annotated[UploadFile | None, File()] = None,
     url: Annotated[str | None, Form(min_length=1, max_length=4096)] = None,
-    source: Annotated[Literal["auto", "captions", "asr"], Form()] = "auto",
+    source: Annotated[SourceMode, Form()] = "auto",
     model: Annotated[str, Form()] = "whisper-1",
     language: Annotated[str | None, Form(min_length=2, max_length=8)] = None,
     prompt: Annotated[str | None, Form(max_length=2000)] = None,
@@ -130,8 +130,8 @@ async def text_events(first: Segment, rest: AsyncIterator[Segment]) -> AsyncIter
             texts.append(segment.text)
             yield sse({"type": "transcript.text.delta", "delta": " " + segment.text})
     except Exception as exc:  # the stream is already open: report the failure, do not crash
-        error = unwrap(exc)
-        message = error.message if isinstance(error, ServiceError) else "internal error; see the server logs"
+        error = as_service_error(exc)
+        message = error.message if error is not None else "internal error; see the server logs"
         yield sse({"error": {"message": message, "type": "server_error", "param": None, "code": "stream_failed"}})
         return
     yield sse({"type": "transcript.text.done", "text": " ".join(texts).strip()})
@@ -146,157 +146,218 @@ def passage_hit(store: TranscriptStore, hit: dict) -> dict:
             "end": hit["end"], "text": hit["text"], "score": hit["score"], "link": link}
 
 
-# Helpers the routes call are defined above this class: @serve.ingress pickles the app when it decorates.
-@serve.deployment(name="Ingress")
-@serve.ingress(api)
-class Ingress:
-    """Routes HTTP requests into the graph; holds no model itself."""
+class Graph:
+    """What the routes reach: the settings, the pipeline, the JobRunner, each deployment's handle and the store."""
 
-    def __init__(self, downloader: DeploymentHandle, transcriber: DeploymentHandle, embedder: DeploymentHandle,
-                 jobs: DeploymentHandle, settings: AppSettings) -> None:
+    def __init__(self, settings: AppSettings, downloader: ServiceHandle, transcriber: ServiceHandle,
+                 embedder: ServiceHandle, jobs: ServiceHandle) -> None:
         self.settings = settings
-        self.pipeline = TranscriptPipeline(downloader, transcriber, embedder, settings)
+        self.pipeline = TranscriptPipeline(downloader, embedder, settings.transcriber)
+        self.handles = {"Transcriber": transcriber, "Embedder": embedder, "Downloader": downloader}
+        self.downloader = downloader
+        self.embedder = embedder
         self.jobs = jobs
-        self._transcripts: TranscriptStore | None = None
         self.started = int(time.time())
-        install_access(AccessControl(settings.ingress))
+        self._transcripts: TranscriptStore | None = None
 
-    @api.get("/healthz")
-    @api.get("/health")  # the original lecture backend's route, which its clients still call
-    async def healthz(self) -> dict:
-        """Each deployment's state as the Serve controller sees it."""
-        app_name = serve.get_replica_context().app_name
-        app = (await asyncio.to_thread(serve.status)).applications[app_name]
-        return {"status": str(app.status.value), "deployments": {n: str(d.status.value)
-                                                                 for n, d in app.deployments.items()}}
-
-    @api.get("/stats")
-    async def stats(self) -> dict:
-        """What the model replicas report now (one replica of each answers): model loads, memory, load."""
-        pipeline = self.pipeline
-        calls = {"Transcriber": pipeline.transcriber, "Embedder": pipeline.embedder, "Downloader": pipeline.downloader}
-        return {name: await guarded(handle.stats.remote()) for name, handle in calls.items()}
-
-    async def _audio(self, form: AudioForm, task: Literal["transcribe", "translate"]) -> Response:
-        """Transcription and translation share everything but the task."""
-        self.pipeline.check_model(form.model)
-        data = None if form.file is None else await read_limited(form.file, self.settings.ingress.max_upload_bytes)
-        filename = form.file.filename if form.file is not None else None
-        source = "asr" if task == "translate" else form.source
-        options = form.options(task)
-        resolved = await self.pipeline.resolve(data, filename, form.url, source, form.language, options)
-        if not form.stream:
-            return render(await self.pipeline.transcription(resolved), form, task)
-        segments = self.pipeline.segments(resolved).__aiter__()
-        try:
-            first = await guarded(segments.__anext__())
-        except StopAsyncIteration:
-            first = Segment(start=0.0, end=0.0, text="")
-        return StreamingResponse(text_events(first, segments), media_type="text/event-stream")
-
-    @api.post("/v1/audio/transcriptions")
-    async def transcriptions(self, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
-        """OpenAI's transcription endpoint: a file (or a ``url``) to text in the asked format."""
-        return await self._audio(form, "transcribe")
-
-    @api.post("/v1/audio/translations")
-    async def translations(self, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
-        """OpenAI's translation endpoint: speech in any language to English text."""
-        return await self._audio(form, "translate")
-
-    def _model_ids(self) -> list[str]:
-        transcriber = self.settings.transcriber
-        return [*transcriber.models, *transcriber.aliases, self.settings.embedder.model]
-
-    @api.get("/v1/models")
-    async def models(self) -> ModelList:
-        """The Whisper models and aliases the configuration allows, and the embedding model."""
-        return ModelList(data=[ModelCard(id=m, created=self.started) for m in self._model_ids()])
-
-    @api.get("/v1/models/{model_id:path}")
-    async def model(self, model_id: str) -> ModelCard:
-        if model_id not in self._model_ids():
-            raise UnknownModel(f"model {model_id!r} is not served here", param="model")
-        return ModelCard(id=model_id, created=self.started)
-
-    @api.post("/v1/embeddings")
-    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        """OpenAI's embeddings endpoint on the embedder deployment."""
-        return await self.pipeline.embeddings(request)
-
-    @api.post("/v1/transcripts")
-    async def transcripts(self, request: TranscriptRequest) -> TranscriptResponse:
-        """A source URL's transcript (captions first, ASR otherwise) with embedded passages, added to the store."""
-        response, passages = await self.pipeline.transcript_and_passages(request)
-        if not request.store:
-            return response
-        key = await asyncio.to_thread((await self._store()).keep, response, passages)
-        return response.model_copy(update={"transcript_id": key, "warning": None if passages else UNSEARCHABLE})
-
-    async def _store(self) -> TranscriptStore:
+    async def store(self) -> TranscriptStore:
         """The store, opened on first use (its schema needs the embedder's dimension)."""
         if self._transcripts is None:
-            dimension = await guarded(self.pipeline.embedder.dimension.remote())
+            dimension = await self.embedder.dimension.remote()
             self._transcripts = await asyncio.to_thread(TranscriptStore, self.settings.store.uri, dimension)
         return self._transcripts
 
-    @api.post("/v1/jobs", status_code=202)
-    async def create_job(self, request: JobRequest) -> JSONResponse:
-        """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
-        self.pipeline.check_model(request.model)
-        urls = [u.strip() for u in request.urls if u.strip()]
-        if request.playlist:
-            urls += await guarded(self.pipeline.downloader.expand.remote(request.playlist))
-        if not urls:
-            raise InvalidRequest("give 'urls' or a 'playlist'", param="urls")
-        if len(urls) > self.settings.jobs.max_urls:
-            raise PayloadTooLarge(f"at most {self.settings.jobs.max_urls} items per job", param="urls")
-        job_id = await guarded(self.jobs.submit.remote(request, urls))
-        return JSONResponse({"job_id": job_id, "items": len(urls)}, status_code=202)
+    def model_ids(self) -> list[str]:
+        """Every model name a request may give: Whisper models, their aliases, the embedding model."""
+        transcriber = self.settings.transcriber
+        return [*transcriber.models, *transcriber.aliases, self.settings.embedder.model]
 
-    @api.get("/v1/jobs/{job_id}")
-    async def job(self, job_id: str) -> dict:
-        """Counts, each item's status and reason, and the job's throughput in audio hours per hour."""
-        status = await guarded(self.jobs.status.remote(job_id))
-        if status is None:
-            raise NotFound(f"job {job_id!r} does not exist", param="job_id")
-        return status
 
-    @api.get("/v1/transcripts")
-    async def transcripts_page(self, offset: Annotated[int, Query(ge=0)] = 0,
-                               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
-        """Stored transcripts, newest first, a page at a time."""
-        total, rows = await asyncio.to_thread((await self._store()).list_transcripts, offset, limit)
-        return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": rows}
+def graph_of(request: Request) -> Graph:
+    """The graph of the app this request reached (per-app state, set by ``create_app``)."""
+    return request.app.state.graph
 
-    @api.get("/v1/transcripts/{transcript_id:path}")
-    async def stored_transcript(self, transcript_id: str) -> dict:
-        """One stored transcript with its segments."""
-        found = await asyncio.to_thread((await self._store()).get_transcript, transcript_id)
-        if found is None:
-            raise NotFound(f"transcript {transcript_id!r} is not in the store", param="transcript_id")
-        return found
 
-    @api.get("/v1/search")
-    async def search(self, q: Annotated[str, Query(min_length=1, max_length=1000)],
-                     k: Annotated[int, Query(ge=1, le=100)] = 5, transcript_id: str | None = None) -> dict:
-        """The passages closest to a query (vectors and full text), with a link to the moment they start."""
-        store = await self._store()
-        (vector,) = await guarded(self.pipeline.embedder.embed.remote([q]))
-        hits = await asyncio.to_thread(store.search, vector, q, k, transcript_id)
-        return {"object": "list", "query": q, "data": [await asyncio.to_thread(passage_hit, store, h) for h in hits]}
+GraphDep = Annotated[Graph, Depends(graph_of)]
+router = APIRouter()
 
-    @api.post("/api/transcribe/youtube")
-    async def transcribe_youtube(self, request: YoutubeRequest) -> TranscriptResponse:
-        """The route the original lecture backend's clients call; same as ``/v1/transcripts``."""
-        return await self.transcripts(TranscriptRequest(url=request.youtube_url, source="auto", store=request.store))
+
+@router.get("/healthz")
+@router.get("/health")  # the original lecture backend's route, which its clients still call
+async def healthz() -> dict:
+    """Each deployment's state as the Serve controller sees it."""
+    app_name = serve.get_replica_context().app_name
+    app = (await asyncio.to_thread(serve.status)).applications[app_name]
+    return {"status": str(app.status.value), "deployments": {n: str(d.status.value)
+                                                             for n, d in app.deployments.items()}}
+
+
+@router.get("/stats")
+async def stats(graph: GraphDep) -> dict:
+    """What the model replicas report now (one replica of each answers): model loads, memory, load."""
+    return {name: await handle.stats.remote() for name, handle in graph.handles.items()}
+
+
+async def _audio(graph: Graph, form: AudioForm, task: Literal["transcribe", "translate"]) -> Response:
+    """Transcription and translation share everything but the task."""
+    pipeline = graph.pipeline
+    pipeline.check_model(form.model)
+    data = None if form.file is None else await read_limited(form.file, graph.settings.ingress.max_upload_bytes)
+    filename = form.file.filename if form.file is not None else None
+    source = "asr" if task == "translate" else form.source
+    options = form.options(task)
+    resolved = await pipeline.resolve(data, filename, form.url, source, form.language, options)
+    if not form.stream:
+        return render(await pipeline.transcription(resolved), form, task)
+    segments = pipeline.segments(resolved).__aiter__()
+    try:
+        first = await segments.__anext__()
+    except StopAsyncIteration:
+        first = Segment(start=0.0, end=0.0, text="")
+    return StreamingResponse(text_events(first, segments), media_type="text/event-stream")
+
+
+@router.post("/v1/audio/transcriptions")
+async def transcriptions(graph: GraphDep, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
+    """OpenAI's transcription endpoint: a file (or a ``url``) to text in the asked format."""
+    return await _audio(graph, form, "transcribe")
+
+
+@router.post("/v1/audio/translations")
+async def translations(graph: GraphDep, form: Annotated[AudioForm, Depends(audio_form)]) -> Response:
+    """OpenAI's translation endpoint: speech in any language to English text."""
+    return await _audio(graph, form, "translate")
+
+
+@router.get("/v1/models")
+async def models(graph: GraphDep) -> ModelList:
+    """The Whisper models and aliases the configuration allows, and the embedding model."""
+    return ModelList(data=[ModelCard(id=m, created=graph.started) for m in graph.model_ids()])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(graph: GraphDep, model_id: str) -> ModelCard:
+    """One model the configuration allows."""
+    if model_id not in graph.model_ids():
+        raise UnknownModel(f"model {model_id!r} is not served here", param="model")
+    return ModelCard(id=model_id, created=graph.started)
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(graph: GraphDep, request: EmbeddingRequest) -> EmbeddingResponse:
+    """OpenAI's embeddings endpoint on the embedder deployment."""
+    return await embeddings(graph.embedder, request, graph.settings)
+
+
+async def _transcript(graph: Graph, request: TranscriptRequest) -> TranscriptResponse:
+    """A source URL's transcript with embedded passages, kept in the store unless the request says not to."""
+    transcript, passages = await graph.pipeline.transcript_and_passages(
+        request.spec(graph.settings.ingress.default_embed))
+    response = TranscriptResponse(**transcript.model_dump())
+    if not request.store:
+        return response
+    key = await asyncio.to_thread((await graph.store()).keep, response, passages)
+    return response.model_copy(update={"transcript_id": key, "warning": None if passages else UNSEARCHABLE})
+
+
+@router.post("/v1/transcripts")
+async def transcripts(graph: GraphDep, request: TranscriptRequest) -> TranscriptResponse:
+    """A source URL's transcript (captions first, ASR otherwise) with embedded passages, added to the store."""
+    return await _transcript(graph, request)
+
+
+@router.post("/v1/jobs", status_code=202)
+async def create_job(graph: GraphDep, request: JobRequest) -> JSONResponse:
+    """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
+    graph.pipeline.check_model(request.model)
+    urls = [u.strip() for u in request.urls if u.strip()]
+    if request.playlist:
+        urls += await graph.downloader.expand.remote(request.playlist)
+    if not urls:
+        raise InvalidRequest("give 'urls' or a 'playlist'", param="urls")
+    if len(urls) > graph.settings.jobs.max_urls:
+        raise PayloadTooLarge(f"at most {graph.settings.jobs.max_urls} items per job", param="urls")
+    job_id = await graph.jobs.submit.remote(request.spec(), urls)
+    return JSONResponse({"job_id": job_id, "items": len(urls)}, status_code=202)
+
+
+@router.get("/v1/jobs/{job_id}")
+async def job(graph: GraphDep, job_id: str) -> dict:
+    """Counts, each item's status and reason, and the job's throughput in audio hours per hour."""
+    status = await graph.jobs.status.remote(job_id)
+    if status is None:
+        raise NotFound(f"job {job_id!r} does not exist", param="job_id")
+    return status
+
+
+@router.get("/v1/transcripts")
+async def transcripts_page(graph: GraphDep, offset: Annotated[int, Query(ge=0)] = 0,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
+    """Stored transcripts, newest first, a page at a time."""
+    total, rows = await asyncio.to_thread((await graph.store()).list_transcripts, offset, limit)
+    return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": rows}
+
+
+@router.get("/v1/transcripts/{transcript_id:path}")
+async def stored_transcript(graph: GraphDep, transcript_id: str) -> dict:
+    """One stored transcript with its segments."""
+    found = await asyncio.to_thread((await graph.store()).get_transcript, transcript_id)
+    if found is None:
+        raise NotFound(f"transcript {transcript_id!r} is not in the store", param="transcript_id")
+    return found
+
+
+@router.get("/v1/search")
+async def search(graph: GraphDep, q: Annotated[str, Query(min_length=1, max_length=1000)],
+                 k: Annotated[int, Query(ge=1, le=100)] = 5, transcript_id: str | None = None) -> dict:
+    """The passages closest to a query (vectors and full text), with a link to the moment they start."""
+    store = await graph.store()
+    (vector,) = await graph.embedder.embed.remote([q])
+    hits = await asyncio.to_thread(store.search, vector, q, k, transcript_id)
+    return {"object": "list", "query": q, "data": [await asyncio.to_thread(passage_hit, store, h) for h in hits]}
+
+
+@router.post("/api/transcribe/youtube")
+async def transcribe_youtube(graph: GraphDep, request: YoutubeRequest) -> TranscriptResponse:
+    """The route the original lecture backend's clients call; same as ``/v1/transcripts``."""
+    return await _transcript(graph, TranscriptRequest(url=request.youtube_url, source="auto", store=request.store))
+
+
+def create_app(graph: Graph) -> FastAPI:
+    """The HTTP app over ``graph``: its routes, error mapping and access policy, all kept on this app."""
+    api = FastAPI(title="transcribe-serve", version="0.1.0")
+    api.state.graph = graph
+    install_error_handlers(api)
+    install_access(api, AccessControl(graph.settings.ingress))
+    api.include_router(router)
+    return api
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    """Routes HTTP requests into the graph; holds no model itself. Serve builds its app after ``__init__``."""
+
+    def __init__(self, downloader: DeploymentHandle, transcriber: DeploymentHandle, embedder: DeploymentHandle,
+                 jobs: DeploymentHandle, settings: AppSettings) -> None:
+        self.graph = Graph(settings, ServiceHandle(downloader), ServiceHandle(transcriber), ServiceHandle(embedder),
+                           ServiceHandle(jobs))
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve's late-bound ingress: this replica's app, built by the factory over this replica's graph."""
+        return create_app(self.graph)
+
+
+def bound(deployment: object, *args: Any) -> Application:
+    """``deployment.bind(*args)``: ``@serve.deployment`` made the class a Deployment, which mypy cannot see."""
+    return cast(Any, deployment).bind(*args)
 
 
 def build_app(args: dict | AppSettings) -> Application:
     """The application graph from the YAML's ``args``, validated here so errors name the bad key."""
     settings = args if isinstance(args, AppSettings) else AppSettings.model_validate(args)
-    transcriber = Transcriber.bind(settings.transcriber)
-    downloader = Downloader.bind(settings.downloader, transcriber)
-    embedder = Embedder.bind(settings.embedder)
-    jobs = JobRunner.bind(downloader, transcriber, embedder, settings)
-    return Ingress.bind(downloader, transcriber, embedder, jobs, settings)
+    transcriber = bound(Transcriber, settings.transcriber)
+    downloader = bound(Downloader, settings.downloader, transcriber)
+    embedder = bound(Embedder, settings.embedder)
+    jobs = bound(JobRunner, downloader, embedder, settings.transcriber, settings.store, settings.jobs)
+    return bound(Ingress, downloader, transcriber, embedder, jobs, settings)

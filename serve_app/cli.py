@@ -7,10 +7,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, get_args
 
 import httpx
 import yaml
 
+from deployments.schemas import SourceMode
 from serve_app import preflight
 from serve_app.progress import job_progress
 
@@ -21,6 +23,7 @@ def _check(args: argparse.Namespace) -> int:
     problems = preflight.check(config, cluster)
     if args.gpu:
         lines = preflight.local_gpu_lines() if cluster is None else cluster.gpu_lines
+        assert lines is not None, "the cluster was inspected with gpu=True, so it has GPU lines"
         print(preflight.gpu_report(lines))
         problems += preflight.gpu_problems(lines)
     where = "this config" if cluster is None else \
@@ -120,11 +123,12 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--gpu", action="store_true",
                        help="also run the CUDA checks in a task on each GPU node (with --offline: on this machine)")
     check.set_defaults(run=_check)
-    server = {"default": "http://127.0.0.1:8000", "help": "the service (API key from TRANSCRIBE_SERVE_API_KEY)"}
+    server: dict[str, Any] = {"default": "http://127.0.0.1:8000",
+                              "help": "the service (API key from TRANSCRIBE_SERVE_API_KEY)"}
     ingest = commands.add_parser("ingest", help="transcribe many sources into the store, resumably")
     ingest.add_argument("sources", nargs="+", help="URLs or YouTube ids, or files of them (one a line, # comments)")
     ingest.add_argument("--server", **server)
-    ingest.add_argument("--source", choices=["auto", "captions", "asr"], default="auto")
+    ingest.add_argument("--source", choices=get_args(SourceMode), default="auto")
     ingest.add_argument("--model", default=None)
     ingest.add_argument("--min-success", type=float, default=0.9, help="exit 1 below this success rate")
     ingest.add_argument("--poll-s", type=float, default=1.0, help=argparse.SUPPRESS)

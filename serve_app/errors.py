@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from deployments.errors import Overloaded, ServiceError
+from deployments.errors import ServiceError, as_service_error, transient_ray_errors
 
 logger = logging.getLogger("transcribe_serve")
 
@@ -20,22 +20,17 @@ def error_response(status: int, message: str, type_: str, code: str, param: str 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def unwrap(error: BaseException) -> BaseException:
-    """The original exception behind Ray's RayTaskError wrapper, if there is one."""
-    cause = getattr(error, "cause", None)
-    return cause if isinstance(cause, BaseException) else error
-
-
 def service_error_response(error: ServiceError) -> JSONResponse:
     """The answer for a typed failure, with ``Retry-After`` when the error says when to retry."""
     headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
     return error_response(error.status, error.message, error.type, error.code, error.param, headers)
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
-    error = unwrap(exc)
-    if not isinstance(error, ServiceError):
-        return await _unexpected(_, exc)
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    """A typed failure, or one of Ray's transient ones, in OpenAI's shape; anything else is a 500."""
+    error = as_service_error(exc)
+    if error is None:
+        return await _unexpected(request, exc)
     return service_error_response(error)
 
 
@@ -48,23 +43,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, message, "invalid_request_error", "invalid_parameter", param)
 
 
-async def _replica_lost(_: Request, exc: Exception) -> JSONResponse:
-    lost = type(unwrap(exc)).__name__
-    return error_response(503, f"a replica or its data was lost mid-request; retry shortly ({lost})",
-                          "server_error", "overloaded", headers={"Retry-After": str(Overloaded.retry_after_s)})
-
-
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal error; see the server logs", "server_error", "internal_error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register every mapping on ``app``."""
-    from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectLostError, RayTaskError
+    """Register every mapping on ``app``; what a failure means is decided once, by ``as_service_error``."""
+    from ray.exceptions import RayTaskError
 
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RayTaskError, _service_error)
+    for failure in (ServiceError, RayTaskError, *transient_ray_errors()):
+        app.add_exception_handler(failure, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for lost in (ActorDiedError, ActorUnavailableError, ObjectLostError):
-        app.add_exception_handler(lost, _replica_lost)

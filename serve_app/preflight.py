@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serve_app.settings import EMBEDDED, AppSettings
+from deployments.settings import EMBEDDED
+from serve_app.settings import AppSettings
 
 RESOURCES = ("CPU", "GPU", "memory")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

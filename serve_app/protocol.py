@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployments.schemas import JobSpec, SourceMode, Transcript, TranscriptSpec
+
 
 class Request(BaseModel):
     """A request body: unknown fields are refused rather than ignored."""
@@ -15,11 +17,16 @@ class Request(BaseModel):
 
 class TranscriptRequest(Request):
     url: str = Field(..., min_length=1, max_length=4096, description="A YouTube URL or id, or a media URL.")
-    source: Literal["auto", "captions", "asr"] = "auto"
+    source: SourceMode = "auto"
     language: str | None = Field(None, min_length=2, max_length=8)
     model: str | None = None
     embed: bool | None = None
     store: bool = Field(True, description="Keep the transcript in the store (false: answer only).")
+
+    def spec(self, default_embed: bool) -> TranscriptSpec:
+        """What the graph needs of this request; ``embed`` unset means the ingress's default."""
+        return TranscriptSpec(url=self.url, source=self.source, language=self.language, model=self.model,
+                              embed=default_embed if self.embed is None else self.embed)
 
 
 class YoutubeRequest(Request):
@@ -34,29 +41,18 @@ class JobRequest(Request):
 
     urls: list[str] = Field(default_factory=list, description="YouTube URLs or ids, or media URLs.")
     playlist: str | None = Field(None, max_length=4096, description="Expanded with yt-dlp's flat extraction.")
-    source: Literal["auto", "captions", "asr"] = "auto"
+    source: SourceMode = "auto"
     model: str | None = None
     language: str | None = Field(None, min_length=2, max_length=8)
 
-
-class TimedText(BaseModel):
-    start: float
-    end: float
-    text: str
+    def spec(self) -> JobSpec:
+        """What every item of the job shares, as the JobRunner persists it."""
+        return JobSpec(source=self.source, model=self.model, language=self.language)
 
 
-class TranscriptResponse(BaseModel):
-    id: str
-    url: str | None
-    title: str | None
-    duration_s: float
-    source: Literal["captions", "asr"]
-    language: str | None
-    model: str | None
-    text: str
-    segments: list[TimedText]
-    chunks: list[TimedText]
-    embedding_dim: int | None
+class TranscriptResponse(Transcript):
+    """The graph's transcript, and what the store did with it."""
+
     transcript_id: str | None = Field(None, description="Its key in the store; None when not stored.")
     warning: str | None = Field(None, description="What the caller may not expect, e.g. stored without passages.")
 

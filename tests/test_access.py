@@ -67,7 +67,7 @@ def test_rate_limit_allows_a_burst_then_says_when_to_retry() -> None:
 @pytest.fixture()
 def client() -> TestClient:
     app = FastAPI()
-    app.middleware("http")(access.access_middleware)
+    access.install(app, AccessControl(IngressSettings(api_key_hashes=[key_hash("secret")], rate_limit_per_minute=2)))
 
     @app.get("/healthz")
     @app.get("/health")
@@ -78,9 +78,7 @@ def client() -> TestClient:
     def models() -> dict:
         return {"data": []}
 
-    access.install(AccessControl(IngressSettings(api_key_hashes=[key_hash("secret")], rate_limit_per_minute=2)))
-    yield TestClient(app)
-    access.install(None)
+    return TestClient(app)
 
 
 def test_middleware_answers_401_429_in_openai_shape(client: TestClient) -> None:
@@ -95,3 +93,13 @@ def test_middleware_answers_401_429_in_openai_shape(client: TestClient) -> None:
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == RateLimited.code
     assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_each_app_keeps_its_own_policy() -> None:
+    """The policy lives on the app's state: a second app with keys does not close the first one."""
+    apps = [FastAPI(), FastAPI()]
+    access.install(apps[0], AccessControl(IngressSettings()))
+    access.install(apps[1], AccessControl(IngressSettings(api_key_hashes=[key_hash("secret")])))
+    for app in apps:
+        app.get("/v1/models")(lambda: {"data": []})
+    assert [TestClient(app).get("/v1/models").status_code for app in apps] == [200, 401]

@@ -38,7 +38,8 @@ from ray.serve._private import api as serve_api
 from ray.serve.schema import ServeDeploySchema
 from ray.util.state import list_actors
 
-from serve_app.settings import EMBEDDED, AppSettings
+from deployments.settings import EMBEDDED
+from serve_app.settings import AppSettings
 from tests.conftest import until
 
 pytestmark = pytest.mark.serve

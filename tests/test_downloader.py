@@ -15,7 +15,7 @@ from deployments.audio import decode
 from deployments.downloader import SourceResolver
 from deployments.errors import InvalidRequest, PayloadTooLarge, SourceFailed, UnsupportedAudio
 from deployments.schemas import Resolved
-from serve_app.settings import DownloaderSettings
+from deployments.settings import DownloaderSettings
 from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, UNCAPTIONED_ID, gathered
 from tests.fake_youtube import FakeYouTube
 

@@ -9,7 +9,7 @@ import pytest
 
 from deployments.embedder import EmbeddingEngine, cap_gpu_memory, chunk_segments
 from deployments.schemas import Segment
-from serve_app.settings import EmbedderSettings
+from deployments.settings import EmbedderSettings
 
 
 def segments(*texts: str, seconds: float = 2.0) -> list[Segment]:

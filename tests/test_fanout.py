@@ -16,6 +16,7 @@ import pytest
 
 from deployments.errors import InvalidRequest
 from deployments.fanout import transcribe_windows
+from deployments.pipeline import Source, TranscriptPipeline
 from deployments.schemas import (
     AudioEnd,
     AudioWindow,
@@ -25,8 +26,7 @@ from deployments.schemas import (
     TranscribeOptions,
     Transcription,
 )
-from serve_app.pipeline import Source, TranscriptPipeline
-from serve_app.settings import AppSettings
+from deployments.settings import TranscriberSettings
 
 HEADER = Resolved(key="upload:x", duration=0.0, kind="audio")
 
@@ -162,7 +162,7 @@ def transcribed(count: int) -> list[Any]:
 def test_the_ingress_stitches_the_windows_at_their_offsets() -> None:
     stream = Stream(transcribed(5))
     source = Source(HEADER, TranscribeOptions(), stream)
-    result = asyncio.run(TranscriptPipeline(None, None, None, AppSettings()).transcription(source))
+    result = asyncio.run(TranscriptPipeline(None, None, TranscriberSettings()).transcription(source))
     assert [s.text for s in result.segments] == [f"window {i}" for i in range(5)]
     assert [s.id for s in result.segments] == list(range(5))
     assert [(s.start, s.end) for s in result.segments] == [(30.0 * i + 0.5, 30.0 * i + 9.5) for i in range(5)]
@@ -173,7 +173,7 @@ def test_the_ingress_stitches_the_windows_at_their_offsets() -> None:
 def test_a_reader_that_stops_early_stops_the_downloader() -> None:
     async def first_segment() -> Segment:
         stream = Stream(transcribed(5))
-        segments = TranscriptPipeline(None, None, None, AppSettings()).segments(Source(HEADER, TranscribeOptions(),
+        segments = TranscriptPipeline(None, None, TranscriberSettings()).segments(Source(HEADER, TranscribeOptions(),
                                                                                        stream))
         first = await segments.__anext__()
         await segments.aclose()
@@ -185,7 +185,7 @@ def test_a_reader_that_stops_early_stops_the_downloader() -> None:
 
 def test_audio_with_no_speech_gives_an_empty_transcript_of_its_length() -> None:
     source = Source(HEADER, TranscribeOptions(), Stream([AudioEnd(duration=42.0)]))
-    result = asyncio.run(TranscriptPipeline(None, None, None, AppSettings()).transcription(source))
+    result = asyncio.run(TranscriptPipeline(None, None, TranscriberSettings()).transcription(source))
     assert result.text == "" and result.segments == [] and result.duration == 42.0
 
 

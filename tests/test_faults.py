@@ -14,8 +14,8 @@ import ray
 from ray import serve
 
 from benchmarks.harness import wait_until_running
+from deployments.settings import TranscriberSettings
 from deployments.transcriber import Transcriber
-from serve_app.settings import TranscriberSettings
 from tests.conftest import SERVE_BIN, Service, until
 
 pytestmark = pytest.mark.serve

@@ -24,8 +24,8 @@ from deployments.audio import decode, decode_blocks
 from deployments.downloader import SourceResolver
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError, SourceFailed, UnsupportedAudio
 from deployments.schemas import TranscribeOptions
+from deployments.settings import DownloaderSettings, TranscriberSettings
 from deployments.transcriber import WhisperEngine
-from serve_app.settings import DownloaderSettings, TranscriberSettings
 from tests.conftest import Gathered, ffmpeg, gathered, speak, word_error_rate
 
 RATE = 16000

@@ -23,7 +23,14 @@ import yt_dlp
 from yt_dlp.utils import DownloadError
 
 from deployments import network_guard
-from deployments.network_guard import MARKER, ForbiddenAddress, check_url, guard, install, is_forbidden, is_refusal
+from deployments.network_guard import (
+    MARKER,
+    ForbiddenAddress,
+    install,
+    is_forbidden,
+    is_refusal,
+    refuse_forbidden_addresses,
+)
 
 SENTINEL = "/__sentinel__"
 
@@ -226,19 +233,17 @@ def _answer(*addresses: str) -> list[tuple[Any, ...]]:
 def test_an_answer_with_one_private_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     install()
     monkeypatch.setattr(network_guard, "_next_getaddrinfo", lambda *_: _answer("8.8.8.8", "10.0.0.1"))
-    with guard(allow_private=False, allowed_hosts=[]), pytest.raises(ForbiddenAddress) as info:
+    with refuse_forbidden_addresses(allow_private=False, allowed_hosts=[]), pytest.raises(ForbiddenAddress) as info:
         socket.getaddrinfo("mixed.test", 80)
     assert (info.value.host, info.value.address, info.value.reason) == ("mixed.test", "10.0.0.1", "private")
-    with pytest.raises(ForbiddenAddress):
-        check_url("http://mixed.test/", allow_private=False, allowed_hosts=[])
 
 
-def test_rebinding_after_the_early_check_is_refused_at_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rebinding_after_a_first_good_answer_is_refused_at_connect(monkeypatch: pytest.MonkeyPatch) -> None:
     install()
     answers = iter([_answer("8.8.8.8"), _answer("169.254.169.254")])
     monkeypatch.setattr(network_guard, "_next_getaddrinfo", lambda *_: next(answers))
-    with guard(allow_private=False, allowed_hosts=[]):
-        check_url("https://rebind.test/video", allow_private=False, allowed_hosts=[])
+    with refuse_forbidden_addresses(allow_private=False, allowed_hosts=[]):
+        socket.getaddrinfo("rebind.test", 443)
         with pytest.raises(ForbiddenAddress, match="cloud metadata"):
             socket.getaddrinfo("rebind.test", 443)
 
@@ -246,33 +251,27 @@ def test_rebinding_after_the_early_check_is_refused_at_connect(monkeypatch: pyte
 def test_allow_private_never_opens_the_cloud_metadata_address(monkeypatch: pytest.MonkeyPatch) -> None:
     install()
     monkeypatch.setattr(network_guard, "_next_getaddrinfo", lambda *_: _answer("169.254.169.254"))
-    with guard(allow_private=True, allowed_hosts=[]), pytest.raises(ForbiddenAddress, match="cloud metadata"):
+    with refuse_forbidden_addresses(allow_private=True, allowed_hosts=[]), \
+            pytest.raises(ForbiddenAddress, match="cloud metadata"):
         socket.getaddrinfo("metadata.test", 80)
 
 
-# --- check_url ---------------------------------------------------------------------------------------------------
+# --- name resolution under the guard ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/", "https://localhost:8443/x", "http://2130706433/",
-                                 "http://0x7f000001/", "http://0177.0.0.1/", "http://[::1]/",
-                                 "http://[::ffff:127.0.0.1]/", "http://user@127.1:80/", "HTTP://LOCALHOST/",
-                                 "http://10.1.2.3/", "http://[fd00::1]/", "http://169.254.169.254/latest/"])
-def test_check_url_refuses(url: str) -> None:
-    with pytest.raises(ForbiddenAddress, match=MARKER):
-        check_url(url, allow_private=False, allowed_hosts=[])
-
-
-def test_check_url_allows() -> None:
-    check_url("http://8.8.8.8/", allow_private=False, allowed_hosts=[])  # a literal: resolved without traffic
-    check_url("http://127.0.0.1/", allow_private=True, allowed_hosts=[])
-    check_url("http://LocalHost:9/", allow_private=False, allowed_hosts=["localhost"])
-    check_url("http://[::1]/", allow_private=False, allowed_hosts=["[0:0::1]"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "2130706433", "0x7f000001", "0177.0.0.1", "::1",
+                                  "::ffff:127.0.0.1", "127.1", "LOCALHOST", "10.1.2.3", "fd00::1", "169.254.169.254"])
+def test_resolving_a_refused_address_raises(host: str) -> None:
+    with refuse_forbidden_addresses(allow_private=False, allowed_hosts=[]), \
+            pytest.raises(ForbiddenAddress, match=MARKER):
+        socket.getaddrinfo(host, 80, 0, socket.SOCK_STREAM)
 
 
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "file:///etc/passwd", "gopher://127.0.0.1/", "127.0.0.1",
-                                 "http:///path"])
-def test_check_url_rejects_other_schemes(url: str) -> None:
-    with pytest.raises(ValueError):
-        check_url(url, allow_private=True, allowed_hosts=[])
+def test_resolving_an_allowed_address_answers() -> None:
+    resolutions = [("8.8.8.8", False, []),  # a literal: resolved without traffic
+                   ("127.0.0.1", True, []), ("LocalHost", False, ["localhost"]), ("::1", False, ["[0:0::1]"])]
+    for host, allow_private, allowed_hosts in resolutions:
+        with refuse_forbidden_addresses(allow_private=allow_private, allowed_hosts=allowed_hosts):
+            assert socket.getaddrinfo(host, 80, 0, socket.SOCK_STREAM)
 
 
 # --- end to end against loopback canaries --------------------------------------------------------------------
@@ -298,7 +297,7 @@ def _refused_by_ytdlp(url: str) -> None:
 
 def test_every_spelling_of_loopback_is_refused_before_connect(canary: Canary, canary6: Canary | None) -> None:
     spellings = SPELLINGS_V4 + SPELLINGS_V6
-    with guard(allow_private=False, allowed_hosts=[]):
+    with refuse_forbidden_addresses(allow_private=False, allowed_hosts=[]):
         for host in spellings:
             port = canary6.port if host in SPELLINGS_V6 and canary6 else canary.port
             url = f"http://{host}:{port}/{host.strip('[]')}"
@@ -313,7 +312,7 @@ def test_redirect_from_an_allowed_host_to_a_forbidden_one_is_refused(canary: Can
     target = f"http://127.0.0.1:{canary.port}/secret"
     with _serve(Canary("127.0.0.1", socket.AF_INET, redirect=target)) as redirector:
         start = f"http://localhost:{redirector.port}/start"
-        with guard(allow_private=False, allowed_hosts=["localhost"]):
+        with refuse_forbidden_addresses(allow_private=False, allowed_hosts=["localhost"]):
             _refused_by_requests(start)
             _refused_by_ytdlp(start)
         assert redirector.paths == ["/start", "/start"]  # the allowed host was reached both times
@@ -321,11 +320,11 @@ def test_redirect_from_an_allowed_host_to_a_forbidden_one_is_refused(canary: Can
 
 
 def test_allowed_host_and_allow_private_let_the_request_through(canary: Canary) -> None:
-    with guard(allow_private=True, allowed_hosts=[]):
+    with refuse_forbidden_addresses(allow_private=True, allowed_hosts=[]):
         assert requests.get(f"http://127.0.0.1:{canary.port}/private", timeout=5).content == b"ID3canary"
-    with guard(allow_private=False, allowed_hosts=["127.0.0.1"]):
+    with refuse_forbidden_addresses(allow_private=False, allowed_hosts=["127.0.0.1"]):
         assert requests.get(f"http://127.0.0.1:{canary.port}/ip", timeout=5).ok
-    with guard(allow_private=False, allowed_hosts=["LocalHost"]):
+    with refuse_forbidden_addresses(allow_private=False, allowed_hosts=["LocalHost"]):
         assert _ytdlp(f"http://localhost:{canary.port}/name")["webpage_url"].endswith("/name")
     assert canary.paths == ["/private", "/ip", "/name"]
 
@@ -333,7 +332,7 @@ def test_allowed_host_and_allow_private_let_the_request_through(canary: Canary) 
 def test_the_guard_is_scoped_to_its_context(canary: Canary) -> None:
     url = f"http://127.0.0.1:{canary.port}/"
     assert requests.get(url, timeout=5).ok
-    with guard(allow_private=False, allowed_hosts=[]):
+    with refuse_forbidden_addresses(allow_private=False, allowed_hosts=[]):
         _refused_by_requests(url)
     assert requests.get(url, timeout=5).ok
     assert canary.paths == ["/", "/"]
@@ -343,7 +342,7 @@ def test_the_guard_follows_asyncio_to_thread(canary: Canary) -> None:
     url = f"http://127.0.0.1:{canary.port}/"
 
     async def fetch_inside_and_outside() -> None:
-        with guard(allow_private=False, allowed_hosts=[]):
+        with refuse_forbidden_addresses(allow_private=False, allowed_hosts=[]):
             with pytest.raises(requests.ConnectionError, match=MARKER):
                 await asyncio.to_thread(requests.get, url, timeout=5)
             with pytest.raises(DownloadError, match=MARKER):
@@ -398,7 +397,7 @@ def test_hls_from_an_allowed_host_never_reaches_a_refused_segment_host(canary: C
     """The downloader's own path: yt-dlp fetches segments natively (refused by the guard) or not at all."""
     from deployments.downloader import SourceResolver
     from deployments.errors import ServiceError
-    from serve_app.settings import DownloaderSettings
+    from deployments.settings import DownloaderSettings
 
     resolver = SourceResolver(DownloaderSettings(allowed_hosts=["localhost"], socket_timeout_s=5, retries=0,
                                                  fragment_retries=0, download_timeout_s=30))

@@ -6,8 +6,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from deployments.settings import TranscriberSettings
 from serve_app.app import build_app
-from serve_app.settings import AppSettings, TranscriberSettings
+from serve_app.settings import AppSettings
 from tests.conftest import ROOT, local_config
 
 DEPLOYMENTS = {"Ingress", "Downloader", "Transcriber", "Embedder", "JobRunner"}

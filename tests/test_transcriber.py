@@ -10,9 +10,9 @@ import pytest
 from deployments.audio import decode
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.schemas import TranscribeOptions
+from deployments.settings import EMBEDDED, TranscriberSettings
 from deployments.transcriber import WhisperEngine
 from deployments.window_decoding import likeliest_language
-from serve_app.settings import EMBEDDED, TranscriberSettings
 from tests.conftest import SCRIPTS, word_error_rate
 
 

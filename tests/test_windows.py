@@ -16,9 +16,9 @@ import pytest
 import deployments.windows as windows_module
 from deployments.audio import decode
 from deployments.schemas import AudioWindow, Segment, TranscribeOptions, Transcription, Word
+from deployments.settings import TranscriberSettings
 from deployments.transcriber import WhisperEngine
 from deployments.windows import MERGE_GAP_S, group, shifted, speech_spans, speech_windows, split_long, stitch
-from serve_app.settings import TranscriberSettings
 from tests.conftest import SCRIPTS, speak, word_error_rate
 
 RATE = 16000

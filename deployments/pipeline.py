@@ -1,4 +1,4 @@
-"""The orchestration behind the routes: downloader → transcriber → embedder, through DeploymentHandles.
+"""The graph's composition that the Ingress and the JobRunner share: downloader → transcriber → embedder.
 
 Audio never comes here: the downloader decodes it into windows and sends them to the transcribers itself,
 streaming back each window's transcription in order; here they are stitched with their offsets.
@@ -6,35 +6,28 @@ streaming back each window's transcription in order; here they are stitched with
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from deployments.errors import InvalidRequest, PayloadTooLarge, UnknownModel, guarded
+from deployments.errors import InvalidRequest, UnknownModel
+from deployments.handles import ServiceHandle
 from deployments.schemas import (
     AudioEnd,
     Passage,
     Resolved,
     Segment,
+    SourceMode,
+    TimedText,
     TranscribedWindow,
     TranscribeOptions,
+    Transcript,
     Transcription,
+    TranscriptSpec,
 )
+from deployments.settings import TranscriberSettings
 from deployments.windows import shifted, stitch
-from serve_app.protocol import (
-    EmbeddingData,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    EmbeddingUsage,
-    TimedText,
-    TranscriptRequest,
-    TranscriptResponse,
-)
-from serve_app.settings import AppSettings
 
 
 def _timed(items: list[Any]) -> list[TimedText]:
@@ -58,7 +51,7 @@ class Source:
     """``TranscribedWindow`` items in order, then ``AudioEnd``; None for captions."""
 
 
-async def _rest(source: Source) -> AsyncIterator[TranscribedWindow | AudioEnd]:
+async def _rest(source: Source) -> AsyncGenerator[TranscribedWindow | AudioEnd, None]:
     """The stream after the header; a reader that stops before its end stops the downloader too."""
     ended = False
     try:
@@ -71,23 +64,25 @@ async def _rest(source: Source) -> AsyncIterator[TranscribedWindow | AudioEnd]:
 
 
 class TranscriptPipeline:
-    """Holds the graph's handles and composes them for one request."""
+    """Holds the Downloader's and the Embedder's handles and composes them for one request.
 
-    def __init__(self, downloader: Any, transcriber: Any, embedder: Any, settings: AppSettings) -> None:
+    The Transcribers are reached through the Downloader, which sends them each window it cuts.
+    """
+
+    def __init__(self, downloader: ServiceHandle, embedder: ServiceHandle, settings: TranscriberSettings) -> None:
         self.downloader = downloader
-        self.transcriber = transcriber
         self.embedder = embedder
         self.settings = settings
 
     def check_model(self, requested: str | None) -> str:
         """The configured model name for a request, refused before any download when unknown."""
-        name = self.settings.transcriber.resolve(requested)
+        name = self.settings.resolve(requested)
         if name is None:
-            allowed = sorted({*self.settings.transcriber.models, *self.settings.transcriber.aliases})
+            allowed = sorted({*self.settings.models, *self.settings.aliases})
             raise UnknownModel(f"model {requested!r} is not served here; choose one of {allowed}", param="model")
         return name
 
-    async def resolve(self, data: bytes | None, filename: str | None, url: str | None, source: str,
+    async def resolve(self, data: bytes | None, filename: str | None, url: str | None, source: SourceMode,
                       language: str | None, options: TranscribeOptions) -> Source:
         """Captions, or audio whose windows the downloader is transcribing, from uploaded bytes or a URL (one).
 
@@ -97,13 +92,13 @@ class TranscriptPipeline:
         if (data is None) == (url is None):
             raise InvalidRequest("send exactly one of 'file' and 'url'", param="file")
         if options.vad_filter is None:
-            options = options.model_copy(update={"vad_filter": self.settings.transcriber.vad_filter})
+            options = options.model_copy(update={"vad_filter": self.settings.vad_filter})
         downloader = self.downloader.options(stream=True)
         if data is not None:
             stream = downloader.from_upload.remote(data, filename, options)
         else:
             stream = downloader.resolve.remote(url, source, language, options)
-        header = await guarded(stream.__anext__())
+        header = await stream.__anext__()
         return Source(header, options, None if header.kind == "captions" else stream)
 
     async def transcription(self, source: Source) -> Transcription:
@@ -135,18 +130,17 @@ class TranscriptPipeline:
                         yield segment
                     count += len(item.transcription.segments)
 
-    async def transcript_and_passages(self, request: TranscriptRequest) -> tuple[TranscriptResponse, list[Passage]]:
+    async def transcript_and_passages(self, spec: TranscriptSpec) -> tuple[Transcript, list[Passage]]:
         """The transcript and its passages with their vectors (what the store keeps)."""
-        model = self.check_model(request.model)
-        options = TranscribeOptions(model=model, language=request.language)
-        source = await self.resolve(None, None, request.url, request.source, request.language, options)
+        model = self.check_model(spec.model)
+        options = TranscribeOptions(model=model, language=spec.language)
+        source = await self.resolve(None, None, spec.url, spec.source, spec.language, options)
         resolved = source.header
         result = await self.transcription(source)
-        embed = self.settings.ingress.default_embed if request.embed is None else request.embed
         passages: list[Passage] = []
-        if embed and result.segments:
-            passages = await guarded(self.embedder.embed_transcript.remote(result.segments))
-        response = TranscriptResponse(
+        if spec.embed and result.segments:
+            passages = await self.embedder.embed_transcript.remote(result.segments)
+        transcript = Transcript(
             id=resolved.key,
             url=resolved.url,
             title=resolved.title,
@@ -157,38 +151,6 @@ class TranscriptPipeline:
             text=result.text,
             segments=_timed(result.segments),
             chunks=_timed(passages),
-            embedding_dim=len(passages[0].vector) if passages else None,
+            embedding_dim=len(passages[0].vector or []) if passages else None,
         )
-        return response, passages
-
-    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
-        """OpenAI's embeddings: vectors from the embedder deployment, usage from its tokenizer."""
-        settings = self.settings
-        if request.model != settings.embedder.model:
-            raise UnknownModel(f"embedding model {request.model!r} is not served here; use "
-                               f"{settings.embedder.model!r}", param="model")
-        texts = [request.input] if isinstance(request.input, str) else request.input
-        if not texts or any(not t for t in texts):
-            raise InvalidRequest("input must be a non-empty string or a list of non-empty strings", param="input")
-        if len(texts) > settings.ingress.max_embedding_inputs:
-            raise PayloadTooLarge(f"at most {settings.ingress.max_embedding_inputs} inputs per request",
-                                  param="input")
-        if max(len(t) for t in texts) > settings.ingress.max_embedding_chars:
-            raise PayloadTooLarge(f"an input is longer than {settings.ingress.max_embedding_chars} characters",
-                                  param="input")
-        dimension = await guarded(self.embedder.dimension.remote())
-        if request.dimensions is not None and request.dimensions != dimension:
-            raise InvalidRequest(f"{request.model} makes {dimension}-dimensional vectors and cannot shorten them "
-                                 f"to {request.dimensions}", param="dimensions")
-        vectors = await guarded(self.embedder.embed.remote(texts))
-        tokens = await guarded(self.embedder.count_tokens.remote(texts))
-        data = [EmbeddingData(index=i, embedding=_encode(v, request.encoding_format)) for i, v in enumerate(vectors)]
-        return EmbeddingResponse(data=data, model=request.model,
-                                 usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
-
-
-def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
-    """A vector as floats, or as OpenAI's base64 of little-endian float32."""
-    if encoding_format == "base64":
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-    return vector
+        return transcript, passages

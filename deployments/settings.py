@@ -1,0 +1,155 @@
+"""The graph's configuration: one strict section per deployment and for the store and jobs.
+
+These are the sections of the Serve config file's ``args`` that the deployments read; ``serve_app.settings``
+composes them with the ingress's own section. Unknown keys are refused, so a typo in YAML fails the
+deployment with a message that names the key instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EMBEDDED = "embedded"
+"""A model path of ``embedded`` means the weights that ship inside an installed Python package."""
+
+
+class Section(BaseModel):
+    """A strict configuration section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DownloaderSettings(Section):
+    """How sources are fetched: captions, yt-dlp and their network settings."""
+
+    caption_languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    allow_asr_fallback: bool = True
+    youtube_base_url: str = Field(
+        "https://www.youtube.com",
+        description="Where YouTube's pages are fetched from; point it at a mirror or a test double.",
+    )
+    socket_timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(3, ge=0)
+    fragment_retries: int = Field(3, ge=0)
+    cookies_file: str | None = None
+    max_download_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="Largest media file fetched.")
+    max_audio_seconds: float = Field(4 * 3600, gt=0, description="Longest audio accepted, downloaded or uploaded.")
+    download_timeout_s: float = Field(900, gt=0, description="Longest a single download may take.")
+    allow_private_networks: bool = Field(
+        False, description="Let sources resolve to loopback, private or link-local addresses (never cloud metadata)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts fetched whatever they resolve to, e.g. an internal media server."
+    )
+    window_s: float = Field(
+        30.0, ge=2, le=30, description="Longest audio window, cut at silences; Whisper decodes 30 s at a time."
+    )
+    decode_block_s: float = Field(
+        120.0, gt=0, description="Audio decoded (and searched for silences) at a time; bounds the downloader's memory."
+    )
+    windows_in_flight: int = Field(
+        4, ge=1, description="Windows of one source at the transcribers at once: its fan-out, and its pace."
+    )
+
+    @model_validator(mode="after")
+    def _block_holds_a_window(self) -> DownloaderSettings:
+        if self.decode_block_s < self.window_s:
+            raise ValueError("decode_block_s must be at least window_s")
+        return self
+
+
+class TranscriberSettings(Section):
+    """faster-whisper: which models may be loaded, where, and how."""
+
+    default_model: str = "tiny.en"
+    models: dict[str, str] = Field(
+        default_factory=lambda: {"tiny.en": EMBEDDED},
+        description="Allowed model names mapped to a local path, a hub id, or 'embedded'.",
+    )
+    aliases: dict[str, str] = Field(default_factory=lambda: {"whisper-1": "tiny.en"})
+    languages: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Languages a model is served for (distil-large-v3: [en]); with one, no detection runs. "
+                    "A model not listed serves every language it knows.",
+    )
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = Field(2, ge=1)
+    num_workers: int = Field(
+        1, ge=1, description="Batches decoded at once (CTranslate2's parallel workers sharing the model)."
+    )
+    max_models: int = Field(
+        2, ge=1, description="Models one replica keeps loaded at most (LRU); the default is one and is never evicted."
+    )
+    model_idle_ttl_s: float | None = Field(
+        600, gt=0, description="Unload a model other than the default after this long unused; null keeps it."
+    )
+    download_root: str | None = None
+    vram_ceiling: float = Field(0.8, gt=0, le=1, description="Share of a GPU the replicas on it may fill together.")
+    beam_size: int = Field(5, ge=1, le=10)
+    vad_filter: bool = Field(True, description="Skip silence (Silero VAD); without it silence can come out as words.")
+    max_batch_size: int = Field(4, ge=1, description="Windows, from any requests, decoded together in one batch.")
+    batch_wait_timeout_s: float = Field(
+        0.05, ge=0, description="How long a batch waits to fill; a lone request waits at most this."
+    )
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> TranscriberSettings:
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not a key of models")
+        for alias, target in self.aliases.items():
+            if target not in self.models:
+                raise ValueError(f"aliases.{alias} points at {target!r}, which is not a key of models")
+        for name, languages in self.languages.items():
+            if name not in self.models:
+                raise ValueError(f"languages.{name}: {name!r} is not a key of models")
+            if not languages:
+                raise ValueError(f"languages.{name} is empty; leave the model out to serve every language")
+        if len(self.models) > 1 and self.max_models < 2:
+            raise ValueError("max_models must be at least 2 when models other than the default are allowed: "
+                             "the default stays loaded and takes one place")
+        return self
+
+    def resolve(self, name: str | None) -> str | None:
+        """Map a requested name or alias to a configured model name; None when unknown."""
+        name = name or self.default_model
+        name = self.aliases.get(name, name)
+        return name if name in self.models else None
+
+
+class EmbedderSettings(Section):
+    """sentence-transformers: the model and how transcripts are cut into passages."""
+
+    model: str = "all-MiniLM-L6-v2"
+    model_path: str = EMBEDDED
+    device: Literal["cpu", "cuda"] = "cpu"
+    vram_ceiling: float = Field(0.8, gt=0, le=1, description="Share of a GPU the replicas on it may fill together.")
+    torch_threads: int = Field(1, ge=1)
+    chunk_words: int = Field(120, ge=1)
+    chunk_overlap_words: int = Field(30, ge=0)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> EmbedderSettings:
+        if self.chunk_overlap_words >= self.chunk_words:
+            raise ValueError("chunk_overlap_words must be smaller than chunk_words")
+        return self
+
+
+class StoreSettings(Section):
+    """Where transcripts, passages and job state live (LanceDB)."""
+
+    uri: str = Field("~/.cache/transcribe-serve/store", description="A directory, or s3://… / gs://… in a cluster.")
+
+
+class JobSettings(Section):
+    """How ingestion jobs run: concurrency, and retries of transient failures."""
+
+    concurrency: int = Field(4, ge=1, description="Items of all jobs in flight at once.")
+    max_attempts: int = Field(4, ge=1, description="Tries of an item whose failure is transient.")
+    backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles each attempt.")
+    backoff_cap_s: float = Field(60.0, ge=0)
+    max_urls: int = Field(5000, ge=1, description="Items one job may hold.")
