@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections import Counter as Tally
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -161,10 +162,10 @@ class _Figures:
     requests: Tally[str] = field(default_factory=Tally)
     errors: Tally[str] = field(default_factory=Tally)
     audio_seconds: float = 0.0
-    audio_seconds_by_model: Tally[str] = field(default_factory=Tally)
+    audio_seconds_by_model: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     processing_seconds: float = 0.0
     queue_depth: int = 0
-    stage_seconds: Tally[str] = field(default_factory=Tally)
+    stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     stage_counts: Tally[str] = field(default_factory=Tally)
 
 
