@@ -114,7 +114,12 @@ class JobManager:
         async with self._slots:
             update = self.store.update_item
             model = self.pipeline.check_model(spec.model) if spec.source != "captions" else None
-            if await asyncio.to_thread(self.store.has_source, source_identity(item["url"]), model):
+            stored = await asyncio.to_thread(self.store.stored_source, source_identity(item["url"]), model)
+            if stored is not None and item["status"] == "running":  # stored by this job before its runner stopped
+                await asyncio.to_thread(update, item, status="done", source=stored["source"],
+                                        audio_seconds=stored["duration"], transcript_key=stored["key"])
+                return
+            if stored is not None:
                 await asyncio.to_thread(update, item, status="skipped")
                 return
             item = await asyncio.to_thread(update, item, status="running")

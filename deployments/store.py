@@ -106,10 +106,11 @@ class TranscriptStore:
         rows = self._where(TRANSCRIPTS, f"key = {_quote(key)}", limit=1)
         return {**rows[0], "segments": json.loads(rows[0]["segments"])} if rows else None
 
-    def has_source(self, source_key: str, model: str | None) -> bool:
-        """Whether a transcript of this source by ``model`` (or from its captions) is stored."""
+    def stored_source(self, source_key: str, model: str | None) -> dict[str, Any] | None:
+        """The stored transcript of this source by ``model`` (or from its captions): its key, duration and source."""
         keys = [transcript_key(source_key, model), transcript_key(source_key, None)]
-        return bool(self._where(TRANSCRIPTS, f"key IN ({', '.join(map(_quote, keys))})", limit=1))
+        rows = self._where(TRANSCRIPTS, f"key IN ({', '.join(map(_quote, keys))})", limit=1)
+        return {name: rows[0][name] for name in ("key", "duration", "source")} if rows else None
 
     def list_transcripts(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """One page of transcripts (without their text and segments), newest first, and the total count."""

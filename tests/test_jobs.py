@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import functools
@@ -22,6 +23,11 @@ import httpx
 import pytest
 import ray
 
+from deployments.downloader import source_identity
+from deployments.jobs import JobManager
+from deployments.schemas import Transcript
+from deployments.settings import JobSettings
+from deployments.store import TranscriptStore, transcript_key
 from tests.conftest import ROOT, Service, speak, until
 
 pytestmark = pytest.mark.serve
@@ -241,3 +247,31 @@ def test_a_page_with_several_media_is_expanded_into_items(service: Service, medi
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "urls"
 
 
+
+
+class Models:
+    """The one piece of the graph a job asks for before it downloads anything: the model's configured name."""
+
+    @staticmethod
+    def check_model(requested: str | None) -> str:
+        return "tiny.en"
+
+
+def test_an_item_stored_before_its_runner_stopped_is_done_on_resume_and_one_stored_before_the_job_is_skipped(
+        tmp_path: Path) -> None:
+    """A runner killed between storing an item and recording it: on resume the item is this job's work (done,
+    with its audio), not someone else's (skipped); the job's audio hours count it."""
+    store = TranscriptStore(str(tmp_path / "store"), dimension=384)
+    mine, earlier = "http://127.0.0.1:9/mine.wav", "http://127.0.0.1:9/earlier.wav"
+    store.create_job("job", {"urls": [mine, earlier]}, [mine, earlier])
+    for url in (mine, earlier):
+        store.keep(Transcript(id=source_identity(url), url=url, title=None, duration_s=42.0, source="asr",
+                              language="en", model="tiny.en", text="words", segments=[], chunks=[],
+                              embedding_dim=None), [])
+    (running,) = [item for item in store.job_items("job") if item["url"] == mine]
+    store.update_item(running, status="running")
+    asyncio.run(JobManager(store, Models(), JobSettings())._run("job"))
+    by_url = {item["url"]: item for item in store.job_items("job")}
+    assert by_url[mine]["status"] == "done" and by_url[mine]["audio_seconds"] == 42.0, by_url[mine]
+    assert by_url[mine]["transcript_key"] == transcript_key(source_identity(mine), "tiny.en")
+    assert by_url[earlier]["status"] == "skipped", by_url[earlier]
