@@ -174,10 +174,10 @@ def timed(items: Iterator[T], stage: str, record: Record | None) -> Iterator[T]:
     while True:
         started = time.perf_counter()
         item = next(items, None)
-        if record is not None and item is not None:
-            record(stage, time.perf_counter() - started)
         if item is None:
             return
+        if record is not None:
+            record(stage, time.perf_counter() - started)
         yield item
 
 
