@@ -11,8 +11,8 @@ import numpy as np
 from ray import serve
 
 from deployments.gpu_budget import assigned_gpu_share
-from deployments.metrics import ReplicaMetrics, memory_now
-from deployments.schemas import Passage, Segment
+from deployments.metrics import ReplicaMetrics
+from deployments.schemas import Embeddings, Passage, Segment
 from deployments.settings import EMBEDDED, EmbedderSettings
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,6 @@ class Embedder:
         self.engine = EmbeddingEngine(settings)
         self.metrics.model_loaded(settings.model)
         self.metrics.models_resident([settings.model])
-        self.metrics.start_sampler()
         self._embed_batch.set_max_batch_size(settings.max_batch_size)
         self._embed_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
@@ -122,18 +121,20 @@ class Embedder:
             vectors = await asyncio.gather(*(self._embed_batch(t) for t in texts))
         return [v.tolist() for v in vectors]
 
+    async def embeddings(self, texts: list[str]) -> Embeddings:
+        """Vectors, their dimension and the token count of ``texts``: all OpenAI's embeddings answer needs."""
+        vectors = await self.embed(texts)
+        return Embeddings(vectors=vectors, dimension=self.engine.dimension, tokens=self.engine.count_tokens(texts))
+
     async def embed_transcript(self, segments: list[Segment]) -> list[Passage]:
         """Passages of a transcript, each with its vector."""
         passages = self.engine.chunk(segments)
         vectors = await self.embed([p.text for p in passages])
         return [p.model_copy(update={"vector": v}) for p, v in zip(passages, vectors, strict=True)]
 
-    def count_tokens(self, texts: list[str]) -> int:
-        return self.engine.count_tokens(texts)
-
     def dimension(self) -> int:
         return self.engine.dimension
 
     def stats(self) -> dict:
-        """This replica's memory now and its request figures."""
-        return {**self.metrics.stats(), **memory_now()}
+        """This replica's model figures, calls in flight and memory now."""
+        return self.metrics.stats()

@@ -1,9 +1,11 @@
 """Ingestion jobs: many sources, each landing in the store or failing with a reason, resumable.
 
-Job and item state live in the store, not in the actor: a JobRunner replica that starts (after a crash
-or a redeploy) resumes every unfinished job's remaining items. Items run concurrently up to a limit, each
-through the graph's pipeline (the Downloader spreads its windows over the Transcribers); one item's failure
-never touches the others.
+The JobRunner is the store's one owner: it opens it, runs the jobs, and answers the Ingress's transcript
+reads, writes and searches, so one process writes the tables. Job and item state live in the store, not in
+the actor: a JobRunner replica that starts (after a crash or a redeploy) resumes every unfinished job's
+remaining items. A playlist is expanded here, where its items run, so thousands of URLs never cross the graph.
+Items run concurrently up to a limit, each through the graph's pipeline (the Downloader spreads its windows
+over the Transcribers); one item's failure never touches the others.
 Transient failures (network, overload, a replica lost mid-request) are retried with exponential backoff
 and a cap; permanent ones (private, removed, not audio) are not.
 """
@@ -20,10 +22,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.downloader import source_identity
-from deployments.errors import Overloaded, SourceUnreachable, as_service_error, unwrap
+from deployments.errors import InvalidRequest, Overloaded, PayloadTooLarge, SourceUnreachable, as_service_error, unwrap
 from deployments.handles import ServiceHandle
 from deployments.pipeline import TranscriptPipeline
-from deployments.schemas import JobSpec, TranscriptSpec
+from deployments.schemas import JobSpec, Passage, Transcript, TranscriptSpec
 from deployments.settings import JobSettings, StoreSettings, TranscriberSettings
 from deployments.store import TranscriptStore
 
@@ -77,12 +79,19 @@ class JobManager:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._tasks: dict[str, asyncio.Task] = {}
 
-    async def submit(self, spec: JobSpec, urls: list[str]) -> str:
-        """Persist a job of ``urls`` sharing ``spec`` and start it; returns its id."""
+    async def submit(self, spec: JobSpec, urls: list[str], playlist: str | None = None) -> dict[str, Any]:
+        """Persist a job of ``urls`` and the playlist's items, sharing ``spec``, and start it: its id and size."""
+        urls = [u.strip() for u in urls if u.strip()]
+        if playlist:
+            urls += await self.pipeline.expand(playlist)
+        if not urls:
+            raise InvalidRequest("give 'urls' or a 'playlist'", param="urls")
+        if len(urls) > self.settings.max_urls:
+            raise PayloadTooLarge(f"at most {self.settings.max_urls} items per job", param="urls")
         job_id = uuid.uuid4().hex[:16]
         await asyncio.to_thread(self.store.create_job, job_id, spec.model_dump(), urls)
         self.start(job_id)
-        return job_id
+        return {"job_id": job_id, "items": len(urls)}
 
     def start(self, job_id: str) -> None:
         if job_id not in self._tasks or self._tasks[job_id].done():
@@ -146,20 +155,37 @@ class JobManager:
 
 @serve.deployment(name="JobRunner")
 class JobRunner:
-    """Serve wrapper: one replica owns the running jobs; their state is in the store."""
+    """Serve wrapper: one replica owns the store (its only writer) and the running jobs, whose state is in it."""
 
     async def __init__(self, downloader: DeploymentHandle, embedder: DeploymentHandle,  # type: ignore[misc]
                        transcriber_settings: TranscriberSettings, store_settings: StoreSettings,
                        job_settings: JobSettings) -> None:
-        embedding = ServiceHandle(embedder)
-        pipeline = TranscriptPipeline(ServiceHandle(downloader), embedding, transcriber_settings)
-        dimension = await embedding.dimension.remote()
-        store = await asyncio.to_thread(TranscriptStore, store_settings.uri, dimension)
-        self.manager = JobManager(store, pipeline, job_settings)
+        self.embedder = ServiceHandle(embedder)
+        pipeline = TranscriptPipeline(ServiceHandle(downloader), self.embedder, transcriber_settings)
+        dimension = await self.embedder.dimension.remote()
+        self.store = await asyncio.to_thread(TranscriptStore, store_settings.uri, dimension)
+        self.manager = JobManager(self.store, pipeline, job_settings)
         self.manager.resume_unfinished()
 
-    async def submit(self, spec: JobSpec, urls: list[str]) -> str:
-        return await self.manager.submit(spec, urls)
+    async def submit(self, spec: JobSpec, urls: list[str], playlist: str | None = None) -> dict[str, Any]:
+        return await self.manager.submit(spec, urls, playlist)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         return await self.manager.status(job_id)
+
+    async def keep(self, transcript: Transcript, passages: list[Passage]) -> str:
+        """Store a transcript and its passages; returns its key."""
+        return await asyncio.to_thread(self.store.keep, transcript, passages)
+
+    async def transcripts(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """One page of stored transcripts, newest first, and the total count."""
+        return await asyncio.to_thread(self.store.list_transcripts, offset, limit)
+
+    async def transcript(self, key: str) -> dict[str, Any] | None:
+        """One stored transcript with its segments, or None."""
+        return await asyncio.to_thread(self.store.get_transcript, key)
+
+    async def search(self, query: str, k: int, key: str | None = None) -> list[dict[str, Any]]:
+        """The passages closest to ``query`` (embedded here), with their transcripts' url and title."""
+        (vector,) = await self.embedder.embed.remote([query])
+        return await asyncio.to_thread(self.store.search, vector, query, k, key)

@@ -82,6 +82,10 @@ class TranscriptPipeline:
             raise UnknownModel(f"model {requested!r} is not served here; choose one of {allowed}", param="model")
         return name
 
+    async def expand(self, url: str) -> list[str]:
+        """The items of a playlist, channel or multi-media page (the URL itself for one item)."""
+        return await self.downloader.expand.remote(url)
+
     async def resolve(self, data: bytes | None, filename: str | None, url: str | None, source: SourceMode,
                       language: str | None, options: TranscribeOptions) -> Source:
         """Captions, or audio whose windows the downloader is transcribing, from uploaded bytes or a URL (one).

@@ -134,6 +134,14 @@ class JobSpec(BaseModel):
     language: str | None = None
 
 
+class Embeddings(BaseModel):
+    """Vectors for a list of texts, with their dimension and how many tokens the texts made."""
+
+    vectors: list[list[float]]
+    dimension: int
+    tokens: int
+
+
 class TimedText(BaseModel):
     start: float
     end: float

@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 TRANSCRIPTS = "transcripts"
 CHUNKS = "chunks"
 JOBS = "jobs"
 ITEMS = "job_items"
+LISTED = ["key", "url", "title", "duration", "source", "language", "model", "created_at"]
+"""The columns of a transcript in a listing (its text and segments are read only when it is asked for)."""
+HIDDEN_PASSAGE_COLUMNS = frozenset({"chunk_id", "key", "vector"})
 
 
 def _now() -> str:
@@ -59,6 +63,17 @@ def transcript_record(response: Any) -> dict[str, Any]:
             "segments": [s.model_dump() for s in response.segments]}
 
 
+def passage_hit(hit: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """A search hit: the passage's columns, its transcript's url and title, and for YouTube a link to the moment."""
+    url = source.get("url")
+    youtube = (source.get("source_key") or "").startswith("youtube:")
+    score = hit.get("_relevance_score", 1 - hit.get("_distance", 1.0))
+    passage = {name: value for name, value in hit.items()
+               if name not in HIDDEN_PASSAGE_COLUMNS and not name.startswith("_")}
+    return {"transcript_id": hit["key"], "url": url, "title": source.get("title"), **passage,
+            "score": float(score), "link": f"{url}&t={int(hit['start'])}s" if url and youtube else url}
+
+
 class TranscriptStore:
     """LanceDB tables behind small, typed methods; safe to share between threads of one process."""
 
@@ -70,10 +85,23 @@ class TranscriptStore:
             uri = str(Path(uri).expanduser())
         # Writers are other processes (the JobRunner): check for their commits on every read.
         self.db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
-        self.tables = {name: self.db.create_table(name, schema=schema, exist_ok=True)
-                       for name, schema in _schemas(dimension).items()}
+        self.tables = {name: self._open(name, schema) for name, schema in _schemas(dimension).items()}
         self._lock = threading.Lock()
         self._fts_ready = False
+
+    def _open(self, name: str, schema: pa.Schema) -> Any:
+        """The table, created when new; a table an older version made gains the columns it lacks, empty.
+
+        So adding a column to a schema above is all a new field takes: stored rows read it as null.
+        """
+        try:
+            table = self.db.open_table(name)
+        except ValueError:  # LanceDB's answer for a table that does not exist yet
+            return self.db.create_table(name, schema=schema, exist_ok=True)
+        missing = [field for field in schema if field.name not in table.schema.names]
+        if missing:
+            table.add_columns(missing)
+        return table
 
     def _upsert(self, table: str, key: str, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -113,27 +141,47 @@ class TranscriptStore:
         return {name: rows[0][name] for name in ("key", "duration", "source")} if rows else None
 
     def list_transcripts(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
-        """One page of transcripts (without their text and segments), newest first, and the total count."""
+        """One page of transcripts (without their text and segments), newest first, and the total count.
+
+        Only the key and creation time of every row are read to order them (LanceDB has no ORDER BY);
+        the page's other columns are read for its rows alone.
+        """
         table = self.tables[TRANSCRIPTS]
-        columns = ["key", "url", "title", "duration", "source", "language", "model", "created_at"]
-        rows = table.to_arrow().select(columns).to_pylist()
-        rows.sort(key=lambda r: (r["created_at"], r["key"]), reverse=True)
-        return len(rows), rows[offset:offset + limit]
+        order = table.search().select(["key", "created_at"]).limit(None).to_arrow()
+        ranked = order.take(pc.sort_indices(order, [("created_at", "descending"), ("key", "descending")]))
+        keys = ranked.column("key").to_pylist()[offset:offset + limit]
+        if not keys:
+            return order.num_rows, []
+        rows = table.search().where(f"key IN ({', '.join(map(_quote, keys))})").select(LISTED) \
+            .limit(len(keys)).to_list()
+        by_key = {row["key"]: {name: row[name] for name in LISTED} for row in rows}
+        return order.num_rows, [by_key[key] for key in keys if key in by_key]
 
     def search(self, vector: list[float], text: str, k: int, key: str | None = None) -> list[dict[str, Any]]:
-        """The best passages: vectors and full text together (hybrid) where LanceDB can, vectors alone else."""
+        """The best passages, each with its transcript's url and title (read once per transcript, not per hit).
+
+        Vectors and full text together (hybrid) where LanceDB can, vectors alone else. A hit carries every
+        passage column but the vector, so a column added to the passages reaches the results as it is.
+        """
         table = self.tables[CHUNKS]
-        where = f"key = {_quote(key)}" if key else None
         try:
             self._ensure_fts()
             query = table.search(query_type="hybrid").vector(vector).text(text)
         except (ValueError, RuntimeError, OSError):
             query = table.search(vector)
-        if where:
-            query = query.where(where, prefilter=True)
+        if key:
+            query = query.where(f"key = {_quote(key)}", prefilter=True)
         hits = query.limit(k).to_list()
-        return [{"key": h["key"], "start": h["start"], "end": h["end"], "text": h["text"],
-                 "score": float(h.get("_relevance_score", 1 - h.get("_distance", 1.0)))} for h in hits]
+        sources = self._sources({h["key"] for h in hits})
+        return [passage_hit(h, sources.get(h["key"], {})) for h in hits]
+
+    def _sources(self, keys: set[str]) -> dict[str, dict[str, Any]]:
+        """The url, title and source key of each transcript in ``keys``, in one read."""
+        if not keys:
+            return {}
+        rows = self.tables[TRANSCRIPTS].search().where(f"key IN ({', '.join(map(_quote, sorted(keys)))})") \
+            .select(["key", "url", "title", "source_key"]).limit(len(keys)).to_list()
+        return {row["key"]: row for row in rows}
 
     def _ensure_fts(self) -> None:
         if not self._fts_ready:

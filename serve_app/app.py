@@ -20,12 +20,11 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.downloader import Downloader
 from deployments.embedder import Embedder
-from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, UnknownModel, as_service_error
+from deployments.errors import NotFound, PayloadTooLarge, UnknownModel, as_service_error
 from deployments.handles import ServiceHandle
 from deployments.jobs import JobRunner
 from deployments.pipeline import TranscriptPipeline
 from deployments.schemas import Segment, SourceMode, TranscribeOptions, Transcription
-from deployments.store import TranscriptStore
 from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl
 from serve_app.access import install as install_access
@@ -137,35 +136,17 @@ async def text_events(first: Segment, rest: AsyncIterator[Segment]) -> AsyncIter
     yield sse({"type": "transcript.text.done", "text": " ".join(texts).strip()})
 
 
-def passage_hit(store: TranscriptStore, hit: dict) -> dict:
-    """A search hit with its transcript's url and title, and for YouTube a link that starts at the passage."""
-    transcript = store.get_transcript(hit["key"]) or {}
-    url = transcript.get("url")
-    link = f"{url}&t={int(hit['start'])}s" if url and transcript.get("source_key", "").startswith("youtube:") else url
-    return {"transcript_id": hit["key"], "url": url, "title": transcript.get("title"), "start": hit["start"],
-            "end": hit["end"], "text": hit["text"], "score": hit["score"], "link": link}
-
-
 class Graph:
-    """What the routes reach: the settings, the pipeline, the JobRunner, each deployment's handle and the store."""
+    """What the routes reach: the settings, the pipeline, each deployment's handle; the JobRunner owns the store."""
 
     def __init__(self, settings: AppSettings, downloader: ServiceHandle, transcriber: ServiceHandle,
                  embedder: ServiceHandle, jobs: ServiceHandle) -> None:
         self.settings = settings
         self.pipeline = TranscriptPipeline(downloader, embedder, settings.transcriber)
         self.handles = {"Transcriber": transcriber, "Embedder": embedder, "Downloader": downloader}
-        self.downloader = downloader
         self.embedder = embedder
         self.jobs = jobs
         self.started = int(time.time())
-        self._transcripts: TranscriptStore | None = None
-
-    async def store(self) -> TranscriptStore:
-        """The store, opened on first use (its schema needs the embedder's dimension)."""
-        if self._transcripts is None:
-            dimension = await self.embedder.dimension.remote()
-            self._transcripts = await asyncio.to_thread(TranscriptStore, self.settings.store.uri, dimension)
-        return self._transcripts
 
     def model_ids(self) -> list[str]:
         """Every model name a request may give: Whisper models, their aliases, the embedding model."""
@@ -256,7 +237,7 @@ async def _transcript(graph: Graph, request: TranscriptRequest) -> TranscriptRes
     response = TranscriptResponse(**transcript.model_dump())
     if not request.store:
         return response
-    key = await asyncio.to_thread((await graph.store()).keep, response, passages)
+    key = await graph.jobs.keep.remote(transcript, passages)
     return response.model_copy(update={"transcript_id": key, "warning": None if passages else UNSEARCHABLE})
 
 
@@ -270,15 +251,8 @@ async def transcripts(graph: GraphDep, request: TranscriptRequest) -> Transcript
 async def create_job(graph: GraphDep, request: JobRequest) -> JSONResponse:
     """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
     graph.pipeline.check_model(request.model)
-    urls = [u.strip() for u in request.urls if u.strip()]
-    if request.playlist:
-        urls += await graph.downloader.expand.remote(request.playlist)
-    if not urls:
-        raise InvalidRequest("give 'urls' or a 'playlist'", param="urls")
-    if len(urls) > graph.settings.jobs.max_urls:
-        raise PayloadTooLarge(f"at most {graph.settings.jobs.max_urls} items per job", param="urls")
-    job_id = await graph.jobs.submit.remote(request.spec(), urls)
-    return JSONResponse({"job_id": job_id, "items": len(urls)}, status_code=202)
+    return JSONResponse(await graph.jobs.submit.remote(request.spec(), request.urls, request.playlist),
+                        status_code=202)
 
 
 @router.get("/v1/jobs/{job_id}")
@@ -294,14 +268,14 @@ async def job(graph: GraphDep, job_id: str) -> dict:
 async def transcripts_page(graph: GraphDep, offset: Annotated[int, Query(ge=0)] = 0,
                            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
     """Stored transcripts, newest first, a page at a time."""
-    total, rows = await asyncio.to_thread((await graph.store()).list_transcripts, offset, limit)
+    total, rows = await graph.jobs.transcripts.remote(offset, limit)
     return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": rows}
 
 
 @router.get("/v1/transcripts/{transcript_id:path}")
 async def stored_transcript(graph: GraphDep, transcript_id: str) -> dict:
     """One stored transcript with its segments."""
-    found = await asyncio.to_thread((await graph.store()).get_transcript, transcript_id)
+    found = await graph.jobs.transcript.remote(transcript_id)
     if found is None:
         raise NotFound(f"transcript {transcript_id!r} is not in the store", param="transcript_id")
     return found
@@ -311,10 +285,7 @@ async def stored_transcript(graph: GraphDep, transcript_id: str) -> dict:
 async def search(graph: GraphDep, q: Annotated[str, Query(min_length=1, max_length=1000)],
                  k: Annotated[int, Query(ge=1, le=100)] = 5, transcript_id: str | None = None) -> dict:
     """The passages closest to a query (vectors and full text), with a link to the moment they start."""
-    store = await graph.store()
-    (vector,) = await graph.embedder.embed.remote([q])
-    hits = await asyncio.to_thread(store.search, vector, q, k, transcript_id)
-    return {"object": "list", "query": q, "data": [await asyncio.to_thread(passage_hit, store, h) for h in hits]}
+    return {"object": "list", "query": q, "data": await graph.jobs.search.remote(q, k, transcript_id)}
 
 
 @router.post("/api/transcribe/youtube")

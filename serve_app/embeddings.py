@@ -8,6 +8,7 @@ import numpy as np
 
 from deployments.errors import InvalidRequest, PayloadTooLarge, UnknownModel
 from deployments.handles import ServiceHandle
+from deployments.schemas import Embeddings
 from serve_app.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from serve_app.settings import AppSettings
 
@@ -29,17 +30,16 @@ def checked_texts(request: EmbeddingRequest, settings: AppSettings) -> list[str]
 
 
 async def embeddings(embedder: ServiceHandle, request: EmbeddingRequest, settings: AppSettings) -> EmbeddingResponse:
-    """OpenAI's embeddings: vectors from the embedder deployment, usage from its tokenizer."""
+    """OpenAI's embeddings: vectors, dimension and token count from one call to the embedder deployment."""
     texts = checked_texts(request, settings)
-    dimension = await embedder.dimension.remote()
-    if request.dimensions is not None and request.dimensions != dimension:
-        raise InvalidRequest(f"{request.model} makes {dimension}-dimensional vectors and cannot shorten them "
+    result: Embeddings = await embedder.embeddings.remote(texts)
+    if request.dimensions is not None and request.dimensions != result.dimension:
+        raise InvalidRequest(f"{request.model} makes {result.dimension}-dimensional vectors and cannot shorten them "
                              f"to {request.dimensions}", param="dimensions")
-    vectors = await embedder.embed.remote(texts)
-    tokens = await embedder.count_tokens.remote(texts)
-    data = [EmbeddingData(index=i, embedding=_encode(v, request.encoding_format)) for i, v in enumerate(vectors)]
+    data = [EmbeddingData(index=i, embedding=_encode(v, request.encoding_format))
+            for i, v in enumerate(result.vectors)]
     return EmbeddingResponse(data=data, model=request.model,
-                             usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
+                             usage=EmbeddingUsage(prompt_tokens=result.tokens, total_tokens=result.tokens))
 
 
 def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
