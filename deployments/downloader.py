@@ -26,12 +26,12 @@ from deployments.errors import InvalidRequest, ServiceError, SourceFailed
 from deployments.fanout import transcribe_windows
 from deployments.handles import ServiceHandle
 from deployments.media_download import BOT_CHECK_HINT, Limits, downloaded, expand_playlist, ytdlp_options
-from deployments.metrics import ReplicaMetrics, memory_now
+from deployments.metrics import ReplicaMetrics
 from deployments.model_cache import release_memory
 from deployments.network_guard import MARKER, is_refusal, refuse_forbidden_addresses
 from deployments.schemas import AudioEnd, AudioWindow, Resolved, SourceMode, TranscribedWindow, TranscribeOptions
 from deployments.settings import DownloaderSettings
-from deployments.window_decoding import Record
+from deployments.stage_timing import Record
 from deployments.windows import load_vad, speech_windows
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
 
@@ -205,7 +205,6 @@ class Downloader:
         self.resolver = SourceResolver(settings, record=self.metrics.stage)
         self.transcriber = ServiceHandle(transcriber)
         load_vad()
-        self.metrics.start_sampler()
 
     async def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None,
                       options: TranscribeOptions | None = None) -> AsyncIterator[Transcribed]:
@@ -244,8 +243,8 @@ class Downloader:
         return await asyncio.to_thread(self.resolver.expand, url)
 
     def stats(self) -> dict:
-        """This replica's memory now and its request figures."""
-        return {**self.metrics.stats(), **memory_now()}
+        """This replica's audio and stage figures, sources in flight and memory now."""
+        return self.metrics.stats()
 
 
 async def in_threads(items: Generator[T, None, None]) -> AsyncGenerator[T, None]:

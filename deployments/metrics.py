@@ -1,8 +1,11 @@
-"""Per-replica metrics: memory (RSS, GPU), model loads and residency, requests, errors, audio and queue depth.
+"""The domain metrics nobody else exports: model loads and residency, audio and real-time factor, stages, batches.
 
-Metrics go through ``ray.util.metrics``; Ray exports them to Prometheus from each node's metrics agent with a
-``ray_`` prefix (``transcribe_serve_replica_rss_bytes`` is scraped as ``ray_transcribe_serve_replica_rss_bytes``).
-Plain-Python mirrors of the figures stay on the instance so that tests and ``stats()`` need no Prometheus.
+Ray already exports the rest, and the dashboard reads it there: Serve's per-replica requests, errors,
+latency and queue (``ray_serve_deployment_request_counter_total``, ``…_error_counter_total``,
+``…_processing_latency_ms``, ``ray_serve_replica_processing_queries``) and the reporter's per-worker memory
+(``ray_component_rss_mb``, ``ray_component_gpu_memory_mb``). Ours go through ``ray.util.metrics`` and are
+exported with a ``ray_`` prefix (``transcribe_serve_model_loads_total`` is scraped as
+``ray_transcribe_serve_model_loads_total``). Plain-Python mirrors stay on the instance for ``/stats`` and tests.
 """
 
 from __future__ import annotations
@@ -20,27 +23,21 @@ from typing import Any
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from deployments.nvml import read_gpu_memory
-from deployments.periodic import every
 
 PREFIX = "transcribe_serve_"
 EXPORT_PREFIX = "ray_"
 """What Ray's metrics agent puts in front of every application metric name when it exports to Prometheus."""
 
-RSS = f"{PREFIX}replica_rss_bytes"
-GPU_MEMORY = f"{PREFIX}replica_gpu_memory_bytes"
 MODEL_LOADS = f"{PREFIX}model_loads_total"
 MODELS_RESIDENT = f"{PREFIX}models_resident"
-REQUESTS = f"{PREFIX}requests_total"
-ERRORS = f"{PREFIX}errors_total"
 AUDIO_SECONDS = f"{PREFIX}audio_seconds_total"
 PROCESSING_SECONDS = f"{PREFIX}processing_seconds_total"
 REAL_TIME_FACTOR = f"{PREFIX}real_time_factor"
-QUEUE_DEPTH = f"{PREFIX}queue_depth"
 STAGE_SECONDS = f"{PREFIX}stage_seconds"
 BATCH_SIZE = f"{PREFIX}batch_size"
 
-GAUGES = (RSS, GPU_MEMORY, MODELS_RESIDENT, QUEUE_DEPTH)
-COUNTERS = (MODEL_LOADS, REQUESTS, ERRORS, AUDIO_SECONDS, PROCESSING_SECONDS)
+GAUGES = (MODELS_RESIDENT,)
+COUNTERS = (MODEL_LOADS, AUDIO_SECONDS, PROCESSING_SECONDS)
 HISTOGRAMS = (REAL_TIME_FACTOR, STAGE_SECONDS, BATCH_SIZE)
 
 RTF_BOUNDARIES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0]
@@ -52,7 +49,6 @@ BATCH_BOUNDARIES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
 
 REPLICA_TAGS = ("deployment", "replica")
 MODEL_TAGS = (*REPLICA_TAGS, "model")
-TYPE_TAGS = (*REPLICA_TAGS, "type")
 STAGE_TAGS = (*REPLICA_TAGS, "stage")
 LOCAL_REPLICA = "local"
 
@@ -69,16 +65,11 @@ def exported_names() -> set[str]:
 class _Instruments:
     """The Ray metric objects; one set per process, since Ray registers a metric name once per worker."""
 
-    rss: Gauge
-    gpu_memory: Gauge
     model_loads: Counter
     models_resident: Gauge
-    requests: Counter
-    errors: Counter
     audio_seconds: Counter
     processing_seconds: Counter
     real_time_factor: Histogram
-    queue_depth: Gauge
     stage_seconds: Histogram
     batch_size: Histogram
 
@@ -90,18 +81,13 @@ _INSTRUMENTS_LOCK = threading.Lock()
 def _create_instruments() -> _Instruments:
     """Define every metric with its tag keys; called once per process."""
     return _Instruments(
-        rss=Gauge(RSS, "Resident set size of the replica process, in bytes.", REPLICA_TAGS),
-        gpu_memory=Gauge(GPU_MEMORY, "GPU memory used by the replica process (NVML), in bytes.", REPLICA_TAGS),
         model_loads=Counter(MODEL_LOADS, "Model loads; more than one per model and replica is the bug.", MODEL_TAGS),
         models_resident=Gauge(MODELS_RESIDENT, "1 while the model is loaded in the replica, else 0.", MODEL_TAGS),
-        requests=Counter(REQUESTS, "Requests handled, by type.", TYPE_TAGS),
-        errors=Counter(ERRORS, "Requests that failed, by exception class name.", TYPE_TAGS),
         audio_seconds=Counter(AUDIO_SECONDS, "Seconds of audio processed.", MODEL_TAGS),
         processing_seconds=Counter(PROCESSING_SECONDS, "Wall-clock seconds spent processing audio.", MODEL_TAGS),
         real_time_factor=Histogram(
             REAL_TIME_FACTOR, "Processing seconds per audio second, per request.", RTF_BOUNDARIES, MODEL_TAGS
         ),
-        queue_depth=Gauge(QUEUE_DEPTH, "Requests in flight in the replica.", REPLICA_TAGS),
         stage_seconds=Histogram(STAGE_SECONDS, "Seconds per stage (audio decode, VAD, queue wait, batch decode, "
                                 "encode, generate, align), per request or batch.", STAGE_BOUNDARIES, STAGE_TAGS),
         batch_size=Histogram(BATCH_SIZE, "Windows per decoded batch.", BATCH_BOUNDARIES, REPLICA_TAGS),
@@ -136,7 +122,7 @@ def rss_bytes() -> int:
 
 
 def memory_now() -> dict[str, int | None]:
-    """This process's RSS and the GPU memory NVML says it holds (None off GPU), read now."""
+    """This process's RSS and the GPU memory NVML says it holds (None off GPU), read now for ``/stats``."""
     return {"rss_bytes": rss_bytes(), "gpu_memory_bytes": read_gpu_memory(os.getpid())[1]}
 
 
@@ -153,24 +139,21 @@ class Tracked:
 
 @dataclass
 class _Figures:
-    """Plain-Python mirrors of what was exported, for tests and ``stats()``."""
+    """Plain-Python mirrors of what was exported, and the calls in flight, for ``/stats`` and tests."""
 
-    rss_bytes: int | None = None
-    gpu_memory_bytes: int | None = None
     model_loads: Tally[str] = field(default_factory=Tally)
     models_resident: list[str] = field(default_factory=list)
-    requests: Tally[str] = field(default_factory=Tally)
-    errors: Tally[str] = field(default_factory=Tally)
     audio_seconds: float = 0.0
     audio_seconds_by_model: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     processing_seconds: float = 0.0
-    queue_depth: int = 0
+    in_flight: int = 0
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     stage_counts: Tally[str] = field(default_factory=Tally)
+    batch_sizes: Tally[int] = field(default_factory=Tally)
 
 
 class ReplicaMetrics:
-    """The metrics of one replica, tagged with its deployment and replica id; cheap to call per request."""
+    """The domain metrics of one replica, tagged with its deployment and replica id; cheap to call per request."""
 
     def __init__(self, deployment: str) -> None:
         self.deployment = deployment
@@ -179,27 +162,11 @@ class ReplicaMetrics:
         self.metrics = instruments()
         self.figures = _Figures()
         self._lock = threading.Lock()
-        self._sample_lock = threading.Lock()
         self._known_models: set[str] = set()
-        self._sampler: threading.Event | None = None
 
     def _with(self, **tags: str) -> dict[str, str]:
         """The replica's tags plus ``tags``."""
         return {**self.tags, **tags}
-
-    def sample_memory(self) -> None:
-        """Set the RSS gauge, and the GPU gauge when NVML reports this process on a GPU."""
-        with self._sample_lock:
-            rss = rss_bytes()
-            self.metrics.rss.set(rss, tags=self.tags)
-            answered, gpu = read_gpu_memory(os.getpid())
-            if answered and gpu is None and self.figures.gpu_memory_bytes is not None:
-                gpu = 0  # it was on a GPU and no longer is: say so rather than repeat a stale figure
-            if gpu is not None:
-                self.metrics.gpu_memory.set(gpu, tags=self.tags)
-            with self._lock:
-                self.figures.rss_bytes = rss
-                self.figures.gpu_memory_bytes = gpu if gpu is not None else self.figures.gpu_memory_bytes
 
     def model_loaded(self, model: str) -> None:
         """Count one model load; a steady rate of these means a load per request."""
@@ -218,18 +185,6 @@ class ReplicaMetrics:
         for model in gone:
             self.metrics.models_resident.set(0, tags=self._with(model=model))
 
-    def request(self, kind: str) -> None:
-        """Count one request of type ``kind``."""
-        self.metrics.requests.inc(1, tags=self._with(type=kind))
-        with self._lock:
-            self.figures.requests[kind] += 1
-
-    def error(self, error_type: str) -> None:
-        """Count one failed request, typed by its exception class name."""
-        self.metrics.errors.inc(1, tags=self._with(type=error_type))
-        with self._lock:
-            self.figures.errors[error_type] += 1
-
     def audio(self, seconds_in: float, processing_seconds: float, model: str) -> None:
         """Add audio and processing seconds and observe their ratio (the real-time factor) when both are known."""
         tags = self._with(model=model)
@@ -244,45 +199,28 @@ class ReplicaMetrics:
             self.figures.audio_seconds_by_model[model] += max(seconds_in, 0.0)
             self.figures.processing_seconds += max(processing_seconds, 0.0)
 
-    def queue_depth(self, n: int) -> None:
-        """Set the number of requests in flight in this replica (``track`` keeps it for you)."""
+    def _in_flight(self, change: int) -> None:
         with self._lock:
-            self._set_depth_locked(n)
-
-    def _set_depth_locked(self, n: int) -> None:
-        """Publish ``n`` as the queue depth; the caller holds the lock so concurrent updates cannot reorder."""
-        self.figures.queue_depth = n
-        self.metrics.queue_depth.set(n, tags=self.tags)
-
-    def _enter(self) -> None:
-        """One more request in flight."""
-        with self._lock:
-            self._set_depth_locked(self.figures.queue_depth + 1)
-
-    def _leave(self) -> None:
-        """One request fewer in flight."""
-        with self._lock:
-            self._set_depth_locked(max(self.figures.queue_depth - 1, 0))
+            self.figures.in_flight = max(self.figures.in_flight + change, 0)
 
     @contextmanager
     def track(self, kind: str, model: str, audio_seconds: float = 0.0, timed: bool = True) -> Iterator[Tracked]:
-        """Count a request, keep it in the queue depth, time it, and count its error by class name if it raises.
+        """Keep a call in the in-flight count and time it; a call that raises adds no audio.
 
-        ``timed=False`` leaves audio and processing seconds to the caller: a batch times its windows together.
+        Serve counts the request and its error itself. ``timed=False`` leaves audio and processing seconds to
+        the caller: a batch times its windows together.
         """
         tracked = Tracked(kind=kind, model=model, audio_seconds=audio_seconds)
-        self.request(kind)
-        self._enter()
+        self._in_flight(1)
         start = time.perf_counter()
         try:
             yield tracked
         except BaseException as error:
             tracked.error = type(error).__name__
-            self.error(tracked.error)
             raise
         finally:
             tracked.processing_seconds = time.perf_counter() - start
-            self._leave()
+            self._in_flight(-1)
         if timed:
             self.audio(tracked.audio_seconds, tracked.processing_seconds, tracked.model)
 
@@ -295,40 +233,27 @@ class ReplicaMetrics:
 
     def batch(self, size: int) -> None:
         """Count one decoded batch of ``size`` windows."""
+        with self._lock:
+            self.figures.batch_sizes[size] += 1
         self.metrics.batch_size.observe(size, tags=self.tags)
 
-    def start_sampler(self, interval_s: float = 10.0) -> None:
-        """Sample memory now and then every ``interval_s`` in a daemon thread, so idle replicas stay visible."""
-        with self._lock:
-            if self._sampler is None:
-                self._sampler = every(interval_s, self.sample_memory, f"metrics-{self.deployment}")
-
-    def stop_sampler(self) -> None:
-        """Stop the sampler thread (tests; replicas just exit)."""
-        with self._lock:
-            if self._sampler is not None:
-                self._sampler.set()
-                self._sampler = None
-
     def stats(self) -> dict[str, Any]:
-        """The plain figures as a JSON-ready dict, with the real-time factor when it can be derived."""
+        """The plain figures and this process's memory now, JSON-ready, with the real-time factor when derivable."""
         with self._lock:
             figures = self.figures
             audio, processing = figures.audio_seconds, figures.processing_seconds
             return {
                 "deployment": self.deployment,
                 "replica": self.replica,
-                "rss_bytes": figures.rss_bytes,
-                "gpu_memory_bytes": figures.gpu_memory_bytes,
                 "model_loads": dict(figures.model_loads),
                 "models_resident": list(figures.models_resident),
-                "requests": dict(figures.requests),
-                "errors": dict(figures.errors),
                 "audio_seconds": audio,
                 "audio_seconds_by_model": dict(figures.audio_seconds_by_model),
                 "processing_seconds": processing,
                 "real_time_factor": processing / audio if audio > 0 else None,
-                "queue_depth": figures.queue_depth,
+                "in_flight": figures.in_flight,
                 "stage_seconds": dict(figures.stage_seconds),
                 "stage_counts": dict(figures.stage_counts),
+                "batch_sizes": dict(figures.batch_sizes),
+                **memory_now(),
             }

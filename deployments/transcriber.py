@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,12 +22,13 @@ from deployments.batcher import Batcher
 from deployments.cuda_stack import encode_once, on_gpu, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.gpu_budget import VramBudget, assigned_gpu_share
-from deployments.metrics import ReplicaMetrics, memory_now
+from deployments.metrics import ReplicaMetrics
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
 from deployments.schemas import TranscribeOptions, Transcription
 from deployments.settings import EMBEDDED, TranscriberSettings
-from deployments.window_decoding import Decoding, Record, WindowRequest, decode_windows
+from deployments.stage_timing import Record
+from deployments.window_decoding import Decoding, WindowRequest, decode_windows
 from deployments.windows import speech_windows, stitch
 
 if TYPE_CHECKING:
@@ -213,14 +213,12 @@ class Transcriber:
         gpu = on_gpu(settings.device)
         self.budget = VramBudget(assigned_gpu_share(), settings.vram_ceiling) if gpu else None
         self.engine = WhisperEngine(settings, on_load=self._loaded)
-        self.batch_sizes: Counter[int] = Counter()
         self.batcher: Batcher[Window, Transcription] = Batcher(
             self._decode, settings.max_batch_size, settings.batch_wait_timeout_s, concurrency=settings.num_workers,
             on_batch=self._count_batch)
         if self.budget is not None:
             warm_up(self.engine, self.budget)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
-        self.metrics.start_sampler()
         every(EXPIRY_INTERVAL_S, self._expire_idle_models, "expire-idle-models")
 
     def _loaded(self, name: str) -> None:
@@ -257,15 +255,11 @@ class Transcriber:
 
     def _count_batch(self, waits: list[float]) -> None:
         """A batch starts: its size, and how long each of its windows waited for a decoder."""
-        self.batch_sizes[len(waits)] += 1
         self.metrics.batch(len(waits))
         for wait in waits:
             self.metrics.stage("queue_wait", wait)
 
     def stats(self) -> dict[str, Any]:
-        """The engine's model figures, windows in flight now, batches by size and seconds by stage so far, and this
-        process's memory."""
-        figures = self.metrics.stats()
-        return {**self.engine.stats(), "in_flight": self.metrics.figures.queue_depth,
-                "batch_sizes": dict(self.batch_sizes), "stage_seconds": figures["stage_seconds"],
-                "stage_counts": figures["stage_counts"], **memory_now()}
+        """Windows in flight now, batches by size, seconds by stage, audio so far and this process's memory, with
+        the engine's own model figures."""
+        return {**self.metrics.stats(), **self.engine.stats()}

@@ -14,8 +14,7 @@ output, without another encoder pass.
 from __future__ import annotations
 
 import inspect
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from deployments.audio import SAMPLE_RATE
 from deployments.schemas import Segment, Word
+from deployments.stage_timing import Clock, Record
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -37,23 +37,6 @@ second) gives no segments: faster-whisper's sequential decoder applies the same 
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 MAX_SEGMENT_WORDS = 40
 """A sentence longer than this is cut into segments of at most this many words (subtitles stay readable)."""
-
-
-Record = Callable[[str, float], None]
-"""Hears (stage, seconds) for each stage of a batch's decode."""
-
-
-class Clock:
-    """Times consecutive stages: each ``lap`` reports the seconds since the last one."""
-
-    def __init__(self, record: Record | None) -> None:
-        self.record, self.last = record, time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        if self.record is not None:
-            self.record(stage, now - self.last)
-        self.last = now
 
 
 @dataclass(frozen=True)
@@ -114,15 +97,16 @@ def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: lis
         suppress_tokens=_suppressed(tokenizers[0]),
     )
     clock.lap("generate")
-    texts = [_text_tokens(result, tokenizer) for result, tokenizer in zip(results, tokenizers, strict=True)]
+    decoded = [_text_tokens(result, tokenizer) for result, tokenizer in zip(results, tokenizers, strict=True)]
+    texts = [tokens for tokens, _ in decoded]
     durations = [len(window) / SAMPLE_RATE for window in windows]
     if decoding.timestamps or decoding.word_timestamps:
         aligned = _aligned_words(model, tokenizers[0], encoded, texts, durations)
         segments = [_sentences(words, result, decoding) for words, result in zip(aligned, results, strict=True)]
         clock.lap("align")
     else:
-        segments = [_whole(tokens, tokenizer, result, duration, decoding.temperature)
-                    for tokens, tokenizer, result, duration in zip(texts, tokenizers, results, durations, strict=True)]
+        segments = [_whole(tokens, text, result, duration, decoding.temperature)
+                    for (tokens, text), result, duration in zip(decoded, results, durations, strict=True)]
     for found in segments:
         for number, segment in enumerate(found):
             segment.id = number
@@ -179,21 +163,22 @@ def _avg_logprob(result: Any) -> float:
     return float(result.scores[0] * length / (length + 1))
 
 
-def _text_tokens(result: Any, tokenizer: Tokenizer) -> list[int]:
-    """The best hypothesis's text tokens; none for a window the model calls silent or that holds no word."""
+def _text_tokens(result: Any, tokenizer: Tokenizer) -> tuple[list[int], str]:
+    """The best hypothesis's text tokens and their text (decoded once); none for a window the model calls
+    silent or that holds no word."""
     tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
     silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and _avg_logprob(result) < LOG_PROB_THRESHOLD
-    if silent or not any(character.isalnum() for character in tokenizer.decode(tokens)):
-        return []
-    return tokens
+    text = "" if silent else tokenizer.decode(tokens)
+    if not any(character.isalnum() for character in text):
+        return [], ""
+    return tokens, text
 
 
-def _whole(tokens: list[int], tokenizer: Tokenizer, result: Any, duration: float,
-           temperature: float) -> list[Segment]:
+def _whole(tokens: list[int], text: str, result: Any, duration: float, temperature: float) -> list[Segment]:
     """The window's text as one segment spanning the window."""
     if not tokens:
         return []
-    return [_segment(tokenizer.decode(tokens), 0.0, duration, tokens, result, temperature)]
+    return [_segment(text, 0.0, duration, tokens, result, temperature)]
 
 
 def _aligned_words(model: WhisperModel, tokenizer: Tokenizer, encoded: Any, texts: list[list[int]],

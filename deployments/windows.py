@@ -12,12 +12,13 @@ shifted by the window's start.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 import numpy as np
 
 from deployments.audio import SAMPLE_RATE
 from deployments.schemas import AudioWindow, Segment, Transcription, Word
+from deployments.stage_timing import Record
 
 MERGE_GAP_S = 3.0
 """Speech separated by a shorter silence stays in one window (when it fits); a longer silence is skipped."""
@@ -92,7 +93,7 @@ def group(spans: list[Span], window: int, merge_gap: int) -> Iterator[Span]:
 
 
 def speech_windows(blocks: Iterable[np.ndarray], window_s: float, vad: bool = True, sample_rate: int = SAMPLE_RATE,
-                   record: Callable[[str, float], None] | None = None) -> Generator[AudioWindow, None, int]:
+                   record: Record | None = None) -> Generator[AudioWindow, None, int]:
     """Windows of speech from consecutive blocks of audio, in order, each with its start in the whole input.
 
     The last speech span of a block may go on in the next one, so it is carried over and searched again

@@ -1,7 +1,8 @@
-"""ReplicaMetrics: the NVML per-process sum, the plain figures behind every metric, and the Grafana dashboard."""
+"""ReplicaMetrics: the NVML per-process sum, the plain figures behind our metrics, and the Grafana dashboard."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -65,76 +66,66 @@ def test_replica_metrics_outside_serve(local_ray: None) -> None:
     replica = ReplicaMetrics("Transcriber")
     assert replica.replica == metrics.LOCAL_REPLICA
 
-    replica.sample_memory()
     replica.model_loaded("tiny.en")
     replica.models_resident(["tiny.en", "base"])
     replica.models_resident(["base"])
-    replica.request("transcribe")
-    replica.error("UnknownModel")
-    replica.error("UnknownModel")
     replica.audio(seconds_in=10.0, processing_seconds=0.5, model="tiny.en")
     replica.audio(seconds_in=0.0, processing_seconds=0.0, model="tiny.en")
-    replica.queue_depth(3)
+    replica.batch(4)
+    replica.batch(4)
+    replica.batch(1)
+    replica.stage("vad", 0.25)
 
     stats = replica.stats()
     assert stats["rss_bytes"] > 0
     assert stats["model_loads"] == {"tiny.en": 1}
     assert stats["models_resident"] == ["base"]
-    assert stats["requests"] == {"transcribe": 1}
-    assert stats["errors"] == {"UnknownModel": 2}
     assert stats["audio_seconds"] == 10.0
     assert stats["real_time_factor"] == pytest.approx(0.05)
-    assert stats["queue_depth"] == 3
-    assert json.loads(json.dumps(stats)) == stats
+    assert stats["batch_sizes"] == {4: 2, 1: 1}
+    assert (stats["stage_seconds"], stats["stage_counts"]) == ({"vad": 0.25}, {"vad": 1})
+    assert stats["in_flight"] == 0
+    assert json.loads(json.dumps(stats)) == {**stats, "batch_sizes": {"4": 2, "1": 1}}
 
 
-def test_track_times_counts_and_restores_queue_depth(local_ray: None) -> None:
-    """track() counts the request, measures it, counts the error by class name, and leaves the queue as found."""
+def test_track_times_and_restores_the_in_flight_count(local_ray: None) -> None:
+    """track() keeps the call in flight, measures it, names the error class, and adds no audio for a failure."""
     replica = ReplicaMetrics("Embedder")
 
     with replica.track("transcribe", "tiny.en") as tracked:
-        assert replica.figures.queue_depth == 1
+        assert replica.figures.in_flight == 1
         tracked.audio_seconds = 4.0
     assert tracked.processing_seconds > 0
-    assert replica.figures.queue_depth == 0
+    assert replica.figures.in_flight == 0
     assert replica.figures.audio_seconds == 4.0
 
     with pytest.raises(ZeroDivisionError), replica.track("embed", "minilm", audio_seconds=1.0) as failed:
-        assert replica.figures.queue_depth == 1
+        assert replica.figures.in_flight == 1
         _ = 1 / 0
     assert failed.error == "ZeroDivisionError"
     assert failed.processing_seconds > 0
-    assert replica.figures.queue_depth == 0
-    assert replica.figures.requests == {"transcribe": 1, "embed": 1}
-    assert replica.figures.errors == {"ZeroDivisionError": 1}
+    assert replica.figures.in_flight == 0
     assert replica.figures.audio_seconds == 4.0, "a failed call adds no audio seconds"
 
 
-def test_sample_memory_without_nvml_sets_no_gpu_figure(local_ray: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a node where NVML does not answer the GPU figure stays absent and nothing raises."""
+def test_memory_now_without_nvml_has_no_gpu_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a node where NVML does not answer the GPU figure is absent, not zero, and nothing raises."""
     monkeypatch.setattr(metrics, "read_gpu_memory", lambda pid: (False, None))
-    replica = ReplicaMetrics("Downloader")
-    replica.sample_memory()
-    assert replica.figures.rss_bytes > 0
-    assert replica.figures.gpu_memory_bytes is None
+    memory = metrics.memory_now()
+    assert memory["rss_bytes"] > 0 and memory["gpu_memory_bytes"] is None
 
 
-def test_sample_memory_reads_this_process_from_nvml(local_ray: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With NVML answering, the GPU figure is this pid's; it drops to 0 (not stale) once the pid leaves the GPU."""
-    answers = iter([(True, 2048 * MiB), (True, None)])
+def test_memory_now_reads_this_process_from_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With NVML answering, the GPU figure is this pid's."""
     seen: list[int] = []
 
     def fake_read(pid: int) -> tuple[bool, int | None]:
         seen.append(pid)
-        return next(answers)
+        return True, 2048 * MiB
 
     monkeypatch.setattr(metrics, "read_gpu_memory", fake_read)
-    replica = ReplicaMetrics("Transcriber")
-    replica.sample_memory()
-    assert replica.figures.gpu_memory_bytes == 2048 * MiB
-    replica.sample_memory()
-    assert replica.figures.gpu_memory_bytes == 0
-    assert seen == [os.getpid(), os.getpid()]
+    assert metrics.memory_now()["gpu_memory_bytes"] == 2048 * MiB
+    assert seen == [os.getpid()]
 
 
 def test_read_gpu_memory_never_raises() -> None:
@@ -142,17 +133,6 @@ def test_read_gpu_memory_never_raises() -> None:
     answered, used = metrics.read_gpu_memory(os.getpid())
     assert used is None or used >= 0
     assert answered or used is None
-
-
-def test_sampler_is_idempotent_and_stops(local_ray: None) -> None:
-    """A second start_sampler() is a no-op while one runs; stop_sampler() stops it."""
-    replica = ReplicaMetrics("Transcriber")
-    replica.start_sampler(interval_s=3600)
-    first = replica._sampler
-    replica.start_sampler(interval_s=3600)
-    assert first is not None and replica._sampler is first
-    replica.stop_sampler()
-    assert first.is_set() and replica._sampler is None
 
 
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset"}
@@ -186,6 +166,30 @@ def ray_node_metric_names() -> set[str]:
     return {metrics.EXPORT_PREFIX + name for name in METRICS_GAUGES}
 
 
+SERVE_COUNTERS = ("serve_deployment_request_counter", "serve_deployment_error_counter")
+SERVE_GAUGES = ("serve_replica_processing_queries", "serve_deployment_replica_healthy")
+SERVE_HISTOGRAMS = ("serve_deployment_processing_latency_ms",)
+"""The per-replica series Ray Serve defines itself (ray/serve/_private/replica.py and its controller)."""
+
+
+def ray_serve_metric_names() -> set[str]:
+    """Serve's series as Prometheus names them: ``ray_`` in front, ``_total`` after a counter, histogram parts."""
+    names = {f"{metrics.EXPORT_PREFIX}{name}_total" for name in SERVE_COUNTERS}
+    names |= {metrics.EXPORT_PREFIX + name for name in SERVE_GAUGES}
+    for name in SERVE_HISTOGRAMS:
+        names |= {f"{metrics.EXPORT_PREFIX}{name}_{suffix}" for suffix in ("bucket", "sum", "count")}
+    return names
+
+
+def test_the_serve_series_named_here_are_defined_by_the_installed_ray() -> None:
+    """Each name above is a metric the installed Ray Serve registers, so the list cannot drift from Ray."""
+    from ray.serve._private import deployment_state, replica
+
+    source = inspect.getsource(replica) + inspect.getsource(deployment_state)
+    for name in (*SERVE_COUNTERS, *SERVE_GAUGES, *SERVE_HISTOGRAMS):
+        assert f'"{name}"' in source, f"Ray Serve defines no metric {name}"
+
+
 def test_promql_metric_names_finds_only_metrics() -> None:
     """The extractor drops functions, grouping labels, label matchers and ranges."""
     expr = 'histogram_quantile(0.95, sum by (le, model) (rate(ray_x_bucket{a=~"$b"}[5m]))) / on() ray_y * 1024'
@@ -193,13 +197,15 @@ def test_promql_metric_names_finds_only_metrics() -> None:
 
 
 def test_dashboard_queries_only_metrics_that_exist() -> None:
-    """Each expr names ReplicaMetrics' exported series or Ray's node gauges; every metric of ours has a panel."""
+    """Each expr names our exported series, Ray's node and component gauges or Serve's own series; every metric
+    of ours has a panel, and Serve's requests, errors, latency and in-flight gauge and the reporter's per-process
+    memory are read from Ray."""
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["schemaVersion"] >= 36
     datasource = next(v for v in dashboard["templating"]["list"] if v["name"] == "datasource")
     assert (datasource["type"], datasource["query"]) == ("datasource", "prometheus")
 
-    ours, rays = metrics.exported_names(), ray_node_metric_names()
+    ours, rays = metrics.exported_names(), ray_node_metric_names() | ray_serve_metric_names()
     used: set[str] = set()
     for expr in dashboard_exprs(dashboard):
         names = promql_metric_names(expr)
@@ -209,8 +215,12 @@ def test_dashboard_queries_only_metrics_that_exist() -> None:
 
     for name in (*metrics.GAUGES, *metrics.COUNTERS):
         assert metrics.EXPORT_PREFIX + name in used, f"no panel shows {name}"
-    assert f"{metrics.EXPORT_PREFIX}{metrics.REAL_TIME_FACTOR}_bucket" in used
-    assert {"ray_node_gram_used", "ray_node_gpus_utilization", "ray_node_mem_used"} <= used
+    for name in metrics.HISTOGRAMS:
+        assert {f"{metrics.EXPORT_PREFIX}{name}_{suffix}" for suffix in ("bucket", "sum")} & used, name
+    assert {"ray_node_gram_used", "ray_node_gpus_utilization", "ray_node_mem_used", "ray_component_rss_mb",
+            "ray_component_gpu_memory_mb"} <= used
+    assert ray_serve_metric_names() - {"ray_serve_deployment_processing_latency_ms_sum",
+                                       "ray_serve_deployment_processing_latency_ms_count"} <= used
 
 
 def test_dashboard_panels_use_the_datasource_variable() -> None:
