@@ -39,7 +39,6 @@ from ray.serve.schema import ServeDeploySchema
 from ray.util.state import list_actors
 
 from deployments.settings import EMBEDDED
-from serve_app.settings import AppSettings
 from tests.conftest import until
 
 pytestmark = pytest.mark.serve
@@ -107,7 +106,7 @@ def replica_count(deployment: dict[str, Any]) -> int:
     return deployment.get("num_replicas") or deployment["autoscaling_config"]["min_replicas"]
 
 
-def test_layout(port: int, store: Path) -> dict[str, Any]:
+def cpu_layout(port: int, store: Path) -> dict[str, Any]:
     """prod.yaml with the models on CPU, loopback HTTP, quick Whisper autoscaling and CPU-only work pinned.
 
     Replica counts, ``num_gpus`` and ``memory`` stay prod's. CPU-only deployments run at their prod minimum
@@ -123,8 +122,7 @@ def test_layout(port: int, store: Path) -> dict[str, Any]:
     transcriber.update(device="cpu", compute_type="int8", cpu_threads=1,
                        models=dict.fromkeys(transcriber["models"], EMBEDDED))  # every name runs tiny.en's files
     args["embedder"]["device"] = "cpu"
-    if "store" in AppSettings.model_fields:
-        args.setdefault("store", {})["uri"] = str(store)  # one directory every simulated node can reach
+    args["store"]["uri"] = str(store)  # one directory every simulated node can reach
     for deployment in deployments(config).values():
         if not gpu_share(deployment):
             deployment["num_replicas"] = replica_count(deployment)
@@ -135,9 +133,6 @@ def test_layout(port: int, store: Path) -> dict[str, Any]:
         max_replicas=TEST_MAX_TRANSCRIBERS, upscale_delay_s=1, downscale_delay_s=5, look_back_period_s=2,
         metrics_interval_s=0.5, target_ongoing_requests=1)
     return config
-
-
-test_layout.__test__ = False  # a builder, not a test
 
 
 @dataclass
@@ -163,7 +158,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     address_file = Path(get_ray_address_file(None))
     previous_address = read_address(address_file)
     temp_dir = tempfile.mkdtemp(prefix="rc-")  # short: Ray's socket paths live under it
-    config = test_layout(free_port(), tmp_path_factory.mktemp("store"))
+    config = cpu_layout(free_port(), tmp_path_factory.mktemp("store"))
     dashboard_port = free_port()
     with pytest.MonkeyPatch.context() as env:
         for key, value in CLUSTER_ENV.items():

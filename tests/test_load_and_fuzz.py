@@ -67,7 +67,21 @@ def test_fuzzed_multipart_uploads_get_4xx(service: Service, fields: dict, data: 
     assert response.status_code in ACCEPTABLE, response.text
 
 
-def test_fuzzing_left_every_replica_alive(service: Service) -> None:
+HOSTILE = [
+    ("/v1/transcripts", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+    ("/v1/transcripts", {"json": {"url": {"nested": [None, 1e308]}, "embed": "sometimes"}}),
+    ("/v1/embeddings", {"json": {"input": [[1, 2], None], "model": "all-MiniLM-L6-v2", "dimensions": -3}}),
+    ("/v1/audio/transcriptions", {"data": {"temperature": "hot", "timestamp_granularities[]": "\x00"},
+                                  "files": {"file": ("x.wav", b"RIFF\xff\xff\xff\xffWAVEfmt ")}}),
+    ("/v1/audio/translations", {"data": {"response_format": "srt"}, "files": {"file": ("x.mp3", b"\xff\xfb" * 64)}}),
+]
+
+
+@pytest.mark.parametrize(("path", "request_args"), HOSTILE, ids=[p for p, _ in HOSTILE])
+def test_hostile_requests_leave_every_replica_alive(service: Service, path: str, request_args: dict) -> None:
+    """Each hostile request of its own gets a 4xx with a reason, and every deployment stays healthy after it."""
+    response = httpx.post(f"{service.url}{path}", timeout=120, **request_args)
+    assert 400 <= response.status_code < 500 and response.json()["error"]["message"], response.text
     assert_healthy(service)
 
 
