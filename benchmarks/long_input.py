@@ -26,15 +26,14 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import benchmark_config, benchmark_parser, local_app
-from benchmarks.throughput import MIB, SENTENCES, Clip, PeakRss, clip_of, sentence_order, speak, word_error_rate
+from benchmarks.support.harness import benchmark_config, benchmark_parser, local_app
+from benchmarks.support.processes import MIB, PeakRss, service_processes
+from benchmarks.support.speech import VOICES, Clip, clip, lecture, sentences, word_error_rate
 
 
 def app_processes(head_pid: int) -> dict[str, int]:
     """RSS of every replica, Serve's proxy and the raylet (which maps the object store), by ``name/pid``."""
     import psutil
-
-    from benchmarks.throughput import service_processes
 
     found = service_processes(head_pid)
     for proc in psutil.Process(head_pid).children(recursive=True):
@@ -73,10 +72,10 @@ def added(before: dict[str, int], peaks: dict[str, int]) -> dict[str, dict[str, 
                   "added_mib": round((peak - before.get(key, 0)) / MIB)} for key, peak in sorted(peaks.items())}
 
 
-def measure(config: dict[str, Any], folder: Path, lecture: Clip, warm: Clip) -> dict[str, Any]:
+def measure(config: dict[str, Any], folder: Path, long: Clip, warm: Clip) -> dict[str, Any]:
     """Serve the clips, run the app, warm it up, then send the lecture while sampling memory."""
     (folder / "media").mkdir(parents=True)
-    (folder / "media" / "lecture.wav").write_bytes(lecture.wav)
+    (folder / "media" / "lecture.wav").write_bytes(long.wav)
     (folder / "media" / "warm.wav").write_bytes(warm.wav)
     server = serve_folder(folder / "media")
     base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -92,8 +91,8 @@ def measure(config: dict[str, Any], folder: Path, lecture: Clip, warm: Clip) -> 
     finally:
         server.shutdown()
         server.server_close()
-    return {"latency_s": round(latency, 1), "audio_hours_per_hour": round(lecture.seconds / latency, 2),
-            "wer": round(word_error_rate([lecture.text], [text]), 4), "memory": added(before, peak.peaks)}
+    return {"latency_s": round(latency, 1), "audio_hours_per_hour": round(long.seconds / latency, 2),
+            "wer": round(word_error_rate([long.text], [text]), 4), "memory": added(before, peak.peaks)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,15 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         config = benchmark_config(args.config, Path(scratch))
-        voice = speak(SENTENCES, Path(scratch))
-        order = sentence_order(len(SENTENCES))
-        lecture = clip_of(f"lecture-{args.minutes:g}min", voice, args.minutes * 60, order)
-        warm = clip_of("warm-up", voice, 10, order)
-        result = measure(config, Path(scratch), lecture, warm)
+        long = lecture(f"lecture-{args.minutes:g}min", args.minutes * 60)
+        warm = clip("warm-up", 10, VOICES[0], sentences())
+        result = measure(config, Path(scratch), long, warm)
     args_section = config["applications"][0]["args"]
     result = {"machine": f"{platform.node() or 'host'}-cpu", "date": date.today().isoformat(), "config": args.config,
-              "lecture_s": lecture.seconds, "lecture_wav_mib": round(len(lecture.wav) / MIB),
-              "float32_samples_mib": round(lecture.seconds * 16000 * 4 / MIB),
+              "lecture_s": long.seconds, "lecture_wav_mib": round(len(long.wav) / MIB),
+              "float32_samples_mib": round(long.seconds * 16000 * 4 / MIB),
               "settings": {"window_s": args_section["downloader"].get("window_s"),
                            "decode_block_s": args_section["downloader"].get("decode_block_s"),
                            "windows_in_flight": args_section["downloader"].get("windows_in_flight"),

@@ -26,17 +26,10 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import BIN, benchmark_config, benchmark_parser, local_app
-from benchmarks.throughput import (
-    SENTENCES,
-    Clip,
-    Run,
-    clients,
-    clip_of,
-    sentence_order,
-    service_processes,
-    speak,
-)
+from benchmarks.support.harness import BIN, benchmark_config, benchmark_parser, local_app
+from benchmarks.support.load import Run, clients
+from benchmarks.support.processes import service_processes
+from benchmarks.support.speech import VOICES, Clip, clip, sentences
 
 RATE = 100
 """py-spy samples a second."""
@@ -76,20 +69,19 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 def profile(config: dict[str, Any], folder: Path, seconds: float, count: int) -> dict[str, Any]:
     """Run the app, warm it up, then record every process while ``count`` clients send clips for ``seconds``."""
-    voice = speak(SENTENCES, folder)
-    clip = clip_of("30s", voice, 30.0, sentence_order(len(SENTENCES)))
+    spoken = clip("30s", 30.0, VOICES[0], sentences())
     with local_app(config, folder / "app") as app:
-        asyncio.run(clients(app.url, [clip], 1))
+        asyncio.run(clients(app.url, [spoken], 1))
         pids = {key: int(key.split("/")[1]) for key in service_processes(app.head_pid)}
         recorders = [record(pid, seconds, folder / f"{key.replace('/', '-')}.txt") for key, pid in pids.items()]
         started, before = time.perf_counter(), cpu_seconds(pids)
-        run = asyncio.run(keep_busy(app.url, clip, seconds, count))
+        run = asyncio.run(keep_busy(app.url, spoken, seconds, count))
         wall, after = time.perf_counter() - started, cpu_seconds(pids)
         for recorder in recorders:
             recorder.wait()
         batches = httpx.get(f"{app.url}/stats", timeout=60).json()["Transcriber"]["batch_sizes"]
     audio = sum(run.audio_s)
-    return {"cores": os.cpu_count(), "clients": count, "clip_s": clip.seconds, "requests": len(run.audio_s),
+    return {"cores": os.cpu_count(), "clients": count, "clip_s": spoken.seconds, "requests": len(run.audio_s),
             "batch_sizes": batches, "audio_s": round(audio, 1), "wall_s": round(wall, 1),
             "audio_hours_per_hour": round(audio / wall, 2),
             "processes": {key: {"cpu_s": round(after[key] - before[key], 1),

@@ -1,4 +1,7 @@
-"""Shared fixtures: speech made with espeak-ng, loopback HTTP servers, and the real Serve app."""
+"""Shared fixtures: speech made with espeak-ng, loopback HTTP servers, and the real Serve app.
+
+What the benchmarks use too (the app's harness, speech and WER, the YouTube double) is in benchmarks/support.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +16,16 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import jiwer
 import numpy as np
 import pytest
 
-from benchmarks.harness import BIN, ROOT, LaunchError, LocalApp, load_config, local_app
+from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
+from benchmarks.support.harness import BIN, ROOT, LaunchError, LocalApp, load_config, local_app
+from benchmarks.support.speech import ESPEAK, SCRIPTS
+from benchmarks.support.speech import speak as synthesise
 from deployments.schemas import AudioEnd, AudioWindow, Resolved
-from tests.fake_youtube import FakeVideo, FakeYouTube
 
 SERVE_BIN = BIN / "serve"
-
-SCRIPTS = {
-    "lecture": "Today we talk about the water cycle. Water falls from the sky as rain and flows into the "
-    "rivers. The sun warms the sea and the water rises into the air again.",
-    "history": "The library opened in the old town more than one hundred years ago. People came from "
-    "every village to read the books and newspapers.",
-    "cooking": "Cut the onions and the carrots into small pieces. Cook them slowly in a large pan with "
-    "a little oil and some salt.",
-}
-
 
 def until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str] | str,
           interval_s: float = 0.2) -> Any:
@@ -44,18 +38,12 @@ def until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str
     pytest.fail(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
 
 
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """WER after lower-casing and dropping punctuation, so that only words count."""
-    normalise = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-                               jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
-    return jiwer.wer(reference, hypothesis, reference_transform=normalise, hypothesis_transform=normalise)
-
-
 def speak(text: str, path: Path) -> Path:
     """Speak ``text`` to a WAV file with espeak-ng; the text is the reference transcript."""
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: run `make test`, which installs it")
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    try:
+        path.write_bytes(synthesise(text, ESPEAK))
+    except RuntimeError as missing:
+        pytest.fail(str(missing))
     return path
 
 
@@ -207,7 +195,7 @@ Service = LocalApp
 
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
-    """The real app on a local cluster (``benchmarks.harness.local_app``) from a copy of configs/local.yaml.
+    """The real app on a local cluster (``benchmarks.support.harness.local_app``) from a copy of configs/local.yaml.
 
     The copy differs from the file only in its HTTP port, the fake YouTube's address, private networks
     allowed (the test servers are on loopback), a lower upload limit, a fresh store and short retry delays.

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.support.fake_youtube import FakeYouTube
 from deployments.audio import decode
 from deployments.downloader import SourceResolver
 from deployments.errors import InvalidRequest, PayloadTooLarge, SourceFailed, UnsupportedAudio
 from deployments.schemas import Resolved
 from deployments.settings import DownloaderSettings
 from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, UNCAPTIONED_ID, gathered
-from tests.fake_youtube import FakeYouTube
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import pytest
 import ray
 from ray import serve
 
-from benchmarks.harness import wait_until_running
+from benchmarks.support.harness import wait_until_running
 from deployments.settings import TranscriberSettings
 from deployments.transcriber import Transcriber
 from tests.conftest import SERVE_BIN, Service, until

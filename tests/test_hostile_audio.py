@@ -20,13 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.support.speech import word_error_rate
 from deployments.audio import decode, decode_blocks
 from deployments.downloader import SourceResolver
 from deployments.errors import InvalidRequest, PayloadTooLarge, ServiceError, SourceFailed, UnsupportedAudio
 from deployments.schemas import TranscribeOptions
 from deployments.settings import DownloaderSettings, TranscriberSettings
 from deployments.transcriber import WhisperEngine
-from tests.conftest import Gathered, ffmpeg, gathered, speak, word_error_rate
+from tests.conftest import Gathered, ffmpeg, gathered, speak
 
 RATE = 16000
 CLIENT_STATUSES = {400, 413, 415, 422}

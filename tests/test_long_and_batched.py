@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.support.speech import SCRIPTS, word_error_rate
 from deployments.audio import decode
-from tests.conftest import SCRIPTS, Service, word_error_rate
+from tests.conftest import Service
 
 pytestmark = pytest.mark.serve
 

@@ -14,7 +14,8 @@ import pytest
 import srt
 import webvtt
 
-from tests.conftest import SCRIPTS, TEST_UPLOAD_LIMIT, UNCAPTIONED_ID, Service, word_error_rate
+from benchmarks.support.speech import SCRIPTS, word_error_rate
+from tests.conftest import TEST_UPLOAD_LIMIT, UNCAPTIONED_ID, Service
 
 pytestmark = pytest.mark.serve
 

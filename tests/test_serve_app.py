@@ -7,16 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
-    CAPTIONED_ID,
-    GENERATED_ID,
-    SCRIPTS,
-    TRUNCATED_MP3_BYTES,
-    UNCAPTIONED_ID,
-    Service,
-    until,
-    word_error_rate,
-)
+from benchmarks.support.speech import SCRIPTS, word_error_rate
+from tests.conftest import CAPTIONED_ID, GENERATED_ID, TRUNCATED_MP3_BYTES, UNCAPTIONED_ID, Service, until
 
 pytestmark = pytest.mark.serve
 TIMEOUT = 300

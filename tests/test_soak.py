@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.soak import model_loads, replica_memory, soak
-from tests.conftest import SCRIPTS, TEST_UPLOAD_LIMIT, Service, ffmpeg, speak
+from benchmarks.support.processes import replica_memory
+from benchmarks.support.soak_loop import model_loads, soak
+from benchmarks.support.speech import SCRIPTS
+from tests.conftest import TEST_UPLOAD_LIMIT, Service, ffmpeg, speak
 
 pytestmark = pytest.mark.serve
 DEPLOYMENTS = ["Downloader", "Embedder", "Ingress", "JobRunner", "Transcriber"]

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.throughput import STAGES, PeakRss, gpu_figures, gpu_summary, main, plot_gpu
+from benchmarks.support.processes import PeakRss, gpu_figures, gpu_summary
+from benchmarks.throughput.report import STAGES, plot_gpu
+from benchmarks.throughput.run import main
 
 KINDS = {"direct", "batched", "naive", "service", "service_timed", "long_direct", "long_batched", "long_service",
          "youtube_mix", "long_fanout"}
@@ -79,7 +81,7 @@ def test_the_prepared_gpu_run_passes_options_the_commands_take() -> None:
     """benchmarks/gpu_run.sh runs unattended on a lent GPU: a renamed option must fail here, not there."""
     import shlex
 
-    from benchmarks.throughput import parse
+    from benchmarks.throughput.run import parse
     from serve_app.cli import parser
 
     script = (Path(__file__).parent.parent / "benchmarks" / "gpu_run.sh").read_text()

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.support.speech import SCRIPTS, word_error_rate
 from deployments.audio import decode
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.schemas import TranscribeOptions
 from deployments.settings import EMBEDDED, TranscriberSettings
 from deployments.transcriber import WhisperEngine
 from deployments.window_decoding import likeliest_language
-from tests.conftest import SCRIPTS, word_error_rate
 
 
 @pytest.fixture(scope="module")

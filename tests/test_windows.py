@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 import deployments.windows as windows_module
+from benchmarks.support.speech import SCRIPTS, word_error_rate
 from deployments.audio import decode
 from deployments.schemas import AudioWindow, Segment, TranscribeOptions, Transcription, Word
 from deployments.settings import TranscriberSettings
 from deployments.transcriber import WhisperEngine
 from deployments.windows import MERGE_GAP_S, group, shifted, speech_spans, speech_windows, split_long, stitch
-from tests.conftest import SCRIPTS, speak, word_error_rate
+from tests.conftest import speak
 
 RATE = 16000
 LOUD = 0.02

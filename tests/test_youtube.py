@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
 from deployments.errors import SourceFailed
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
 from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, GENERATED_ID, UNCAPTIONED_ID
-from tests.fake_youtube import FakeVideo, FakeYouTube
 
 
 @pytest.mark.parametrize("source", [

@@ -1,5 +1,7 @@
-"""Held-out speech for benchmarks and tests: texts of our own read as continuous speech by voices that are not
-espeak-ng (flite's and festival's), and the word error rate against those texts.
+"""Speech for benchmarks and tests, made here at run time, and the word error rate against its texts.
+
+The held-out clips are texts of our own read as continuous speech by voices that are not espeak-ng (flite's
+and festival's); the tests' short scripts are read by espeak-ng, one file each.
 
 espeak-ng's one robotic voice, sentence by sentence with silences between, flattered the service: every
 window ended at a pause. These clips are whole paragraphs read without breaks, so windows must be cut
@@ -66,6 +68,16 @@ PARAGRAPHS = [
     "build new land out into the sea, which is why so many great cities grew up beside river mouths.",
 ]
 """Texts of our own, lecture-like and without numerals (digits against spelled numbers would count as errors)."""
+SCRIPTS = {
+    "lecture": "Today we talk about the water cycle. Water falls from the sky as rain and flows into the "
+    "rivers. The sun warms the sea and the water rises into the air again.",
+    "history": "The library opened in the old town more than one hundred years ago. People came from "
+    "every village to read the books and newspapers.",
+    "cooking": "Cut the onions and the carrots into small pieces. Cook them slowly in a large pan with "
+    "a little oil and some salt.",
+}
+"""Short scripts the tests and the soak read with espeak-ng (``ESPEAK``), each the reference of its file."""
+ESPEAK = "espeak-ng:en"
 VOICES = ("flite:awb", "flite:rms", "flite:slt", "festival:kal", "flite:kal16")
 """Synthetic voices other than espeak-ng: flite's (Scottish and US male, US female, a diphone voice) and festival's."""
 SAMPLE_RATE = 16000
@@ -83,18 +95,29 @@ class Clip:
     video: str | None = None
 
 
-def missing_tools() -> list[str]:
-    """The synthesis programs this machine lacks (``make test`` installs them)."""
-    return [tool for tool in ("flite", "text2wave") if shutil.which(tool) is None]
+PROGRAMS = {"flite": "flite", "festival": "text2wave", "espeak-ng": "espeak-ng"}
+"""The program behind each voice's engine (``make test`` installs them all)."""
+
+
+def missing_tools(engines: tuple[str, ...] = ("flite", "festival")) -> list[str]:
+    """The synthesis programs of ``engines`` this machine lacks (``make test`` installs them)."""
+    return [PROGRAMS[engine] for engine in engines if shutil.which(PROGRAMS[engine]) is None]
 
 
 def speak(text: str, voice: str) -> bytes:
-    """``text`` read by ``voice`` (``flite:NAME`` or ``festival:kal``) as 16-bit mono WAV at 16 kHz."""
+    """``text`` read by ``voice`` (``flite:NAME``, ``festival:kal`` or ``espeak-ng:LANGUAGE``) as a WAV file.
+
+    flite and festival write 16-bit mono at 16 kHz; espeak-ng at its own 22.05 kHz.
+    """
     engine, name = voice.split(":", 1)
+    if missing := missing_tools((engine,)):
+        raise RuntimeError(f"{missing[0]} is missing: run `make test`, which installs it")
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "speech.wav"
         if engine == "flite":
             subprocess.run(["flite", "-voice", name, "-t", text, "-o", str(path)], check=True, capture_output=True)
+        elif engine == "espeak-ng":
+            subprocess.run(["espeak-ng", "-v", name, "-w", str(path), text], check=True, capture_output=True)
         else:
             subprocess.run(["text2wave", "-o", str(path)], input=text.encode(), check=True, capture_output=True)
         return path.read_bytes()
@@ -149,10 +172,10 @@ def clip_set(lengths: dict[str, float], per_length: int) -> list[Clip]:
             for label, seconds in lengths.items() for index in range(per_length)]
 
 
-def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER after lower-casing and dropping punctuation, so only words count."""
+def word_error_rate(reference: str | list[str], hypothesis: str | list[str]) -> float:
+    """WER (over a corpus when given lists) after lower-casing and dropping punctuation, so only words count."""
     import jiwer
 
     normalise = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
                                jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
-    return jiwer.wer(references, hypotheses, reference_transform=normalise, hypothesis_transform=normalise)
+    return jiwer.wer(reference, hypothesis, reference_transform=normalise, hypothesis_transform=normalise)

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -141,6 +142,25 @@ def forget_cluster(gcs_port: int) -> None:
     record = Path(get_ray_address_file(None))
     if record.is_file() and record.read_text().strip().endswith(f":{gcs_port}"):
         record.unlink(missing_ok=True)
+
+
+def gpu_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The GPU mode: four Whisper replicas at 0.2 GPU and the embedder at 0.1 on one card, tiny.en in fp16.
+
+    Batching is prod's: 16 windows a batch, 32 in a replica, one request's windows over all replicas.
+    """
+    app = config["applications"][0]
+    app["args"]["transcriber"].update(device="cuda", compute_type="float16", max_batch_size=16)
+    app["args"]["embedder"]["device"] = "cuda"
+    app["args"]["downloader"]["windows_in_flight"] = 16
+    for deployment in app["deployments"]:
+        options = deployment.setdefault("ray_actor_options", {})
+        if deployment["name"] == "Transcriber":
+            deployment.update(num_replicas=4, max_ongoing_requests=32, max_queued_requests=256)
+            options.update(num_gpus=0.2, num_cpus=0.5)
+        if deployment["name"] == "Embedder":
+            options["num_gpus"] = 0.1
+    return config
 
 
 def benchmark_parser(prog: str, doc: str) -> argparse.ArgumentParser:
