@@ -24,8 +24,9 @@ import pytest
 import ray
 
 from deployments.downloader import source_identity
+from deployments.errors import InvalidRequest, PayloadTooLarge, SourceFailed
 from deployments.jobs import JobManager
-from deployments.schemas import Transcript
+from deployments.schemas import JobSpec, Transcript
 from deployments.settings import JobSettings
 from deployments.store import TranscriptStore, transcript_key
 from tests.conftest import ROOT, Service, speak, until
@@ -275,3 +276,46 @@ def test_an_item_stored_before_its_runner_stopped_is_done_on_resume_and_one_stor
     assert by_url[mine]["status"] == "done" and by_url[mine]["audio_seconds"] == 42.0, by_url[mine]
     assert by_url[mine]["transcript_key"] == transcript_key(source_identity(mine), "tiny.en")
     assert by_url[earlier]["status"] == "skipped", by_url[earlier]
+
+
+class Playlist:
+    """A pipeline whose playlist holds ``items`` and whose sources all fail for good (nothing is transcribed)."""
+
+    def __init__(self, items: list[str]) -> None:
+        self.items, self.expanded = items, []
+
+    @staticmethod
+    def check_model(requested: str | None) -> str:
+        return "tiny.en"
+
+    async def expand(self, url: str) -> list[str]:
+        self.expanded.append(url)
+        return self.items
+
+    async def transcript_and_passages(self, spec: object) -> None:
+        raise SourceFailed("this test serves no media", param="url")
+
+
+def test_a_playlist_is_expanded_where_the_job_runs_and_the_size_limit_holds(tmp_path: Path) -> None:
+    """The runner expands the playlist, adds it to the URLs given, and refuses an empty or oversize job."""
+    store = TranscriptStore(str(tmp_path / "store"), dimension=384)
+    listed = ["http://127.0.0.1:9/one.wav", "http://127.0.0.1:9/two.wav"]
+
+    async def scenario() -> tuple[dict, dict | None]:
+        pipeline = Playlist(listed)
+        manager = JobManager(store, pipeline, JobSettings(max_urls=3))
+        with pytest.raises(InvalidRequest) as empty:
+            await manager.submit(JobSpec(), [" ", ""])
+        assert empty.value.param == "urls"
+        with pytest.raises(PayloadTooLarge) as large:
+            await manager.submit(JobSpec(), ["http://127.0.0.1:9/a.wav", "http://127.0.0.1:9/b.wav"], "http://list")
+        assert large.value.param == "urls" and "at most 3" in large.value.message
+        created = await manager.submit(JobSpec(), [" http://127.0.0.1:9/a.wav "], "http://127.0.0.1:9/list")
+        assert pipeline.expanded == ["http://list", "http://127.0.0.1:9/list"]
+        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
+        return created, await manager.status(created["job_id"])
+
+    created, status = asyncio.run(scenario())
+    assert created["items"] == 3 and status is not None and status["status"] == "finished"
+    assert [item["url"] for item in status["items"]] == ["http://127.0.0.1:9/a.wav", *listed]
+    assert {item["error_type"] for item in status["items"]} == {"source_failed"}
