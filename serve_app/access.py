@@ -3,7 +3,7 @@
 Keys are configured as SHA-256 hashes (``sha256:<hex>``), or read as plain keys from an environment
 variable or a secret file and hashed at start-up; requests send ``Authorization: Bearer <key>``.
 ``/healthz`` (and ``/health``, the original backend's route) stays open so load balancers and Kubernetes
-probes need no key.
+probes need no key, and so do the browser page and its static files, which ask the user for a key.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fastapi.responses import Response
 from deployments.errors import RateLimited, Unauthorized
 from serve_app.errors import service_error_response
 from serve_app.settings import IngressSettings
+from serve_app.web import is_page_path
 
 OPEN_PATHS = frozenset({"/healthz", "/health"})
 MAX_TRACKED_CLIENTS = 10_000
@@ -86,6 +87,11 @@ class AccessControl:
         limit = settings.rate_limit_per_minute
         self.limiter = RateLimiter(limit) if limit else None
 
+    @property
+    def keys_required(self) -> bool:
+        """Whether requests need an API key (the page asks for one only then)."""
+        return bool(self.key_hashes)
+
     def identity(self, authorization: str | None, client: str) -> str:
         """The caller's key hash (or address when keys are off); raises Unauthorized."""
         if not self.key_hashes:
@@ -100,7 +106,7 @@ class AccessControl:
 
     def check(self, path: str, authorization: str | None, client: str) -> None:
         """Raise Unauthorized or RateLimited, or return when the request may go on."""
-        if path in OPEN_PATHS:
+        if path in OPEN_PATHS or is_page_path(path):
             return
         who = self.identity(authorization, client)
         if self.limiter is not None and (wait := self.limiter.acquire(who)) > 0:

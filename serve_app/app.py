@@ -43,11 +43,13 @@ from serve_app.protocol import (
     YoutubeRequest,
 )
 from serve_app.settings import AppSettings
+from serve_app.web import install as install_page
 
 UPLOAD_CHUNK = 1024 * 1024
 UNSEARCHABLE = ("stored without passages (embedding was off or there was no text): /v1/search will not find it; "
                 "post it again with \"embed\": true to make it searchable")
 Granularity = Literal["segment", "word"]
+StoredFormat = Literal["json", "text", "srt", "vtt"]
 
 
 class AudioForm(BaseModel):
@@ -106,9 +108,9 @@ def render(result: Transcription, form: AudioForm, task: str) -> Response:
     if form.response_format == "text":
         return PlainTextResponse(result.text)
     if form.response_format == "srt":
-        return PlainTextResponse(to_srt(result))
+        return PlainTextResponse(to_srt(result.segments))
     if form.response_format == "vtt":
-        return PlainTextResponse(to_vtt(result), media_type="text/vtt")
+        return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
     if form.response_format == "verbose_json":
         granularities = form.timestamp_granularities
         return JSONResponse(to_verbose_json(result, task, segments="segment" in granularities or not granularities,
@@ -165,12 +167,13 @@ router = APIRouter()
 
 @router.get("/healthz")
 @router.get("/health")  # the original lecture backend's route, which its clients still call
-async def healthz() -> dict:
-    """Each deployment's state as the Serve controller sees it."""
+async def healthz(request: Request) -> dict:
+    """Each deployment's state as the Serve controller sees it, and whether other routes need an API key."""
     app_name = serve.get_replica_context().app_name
     app = (await asyncio.to_thread(serve.status)).applications[app_name]
     return {"status": str(app.status.value), "deployments": {n: str(d.status.value)
-                                                             for n, d in app.deployments.items()}}
+                                                             for n, d in app.deployments.items()},
+            "api_key_required": request.app.state.access.keys_required}
 
 
 @router.get("/stats")
@@ -272,13 +275,21 @@ async def transcripts_page(graph: GraphDep, offset: Annotated[int, Query(ge=0)] 
     return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": rows}
 
 
-@router.get("/v1/transcripts/{transcript_id:path}")
-async def stored_transcript(graph: GraphDep, transcript_id: str) -> dict:
-    """One stored transcript with its segments."""
+@router.get("/v1/transcripts/{transcript_id:path}", response_model=None)
+async def stored_transcript(graph: GraphDep, transcript_id: str,
+                            response_format: StoredFormat = "json") -> dict | Response:
+    """One stored transcript with its segments, or as plain text, SubRip or WebVTT (the page's downloads)."""
     found = await graph.jobs.transcript.remote(transcript_id)
     if found is None:
         raise NotFound(f"transcript {transcript_id!r} is not in the store", param="transcript_id")
-    return found
+    if response_format == "json":
+        return found
+    if response_format == "text":
+        return PlainTextResponse(found["text"])
+    segments = [Segment.model_validate(s) for s in found["segments"]]
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(segments))
+    return PlainTextResponse(to_vtt(segments), media_type="text/vtt")
 
 
 @router.get("/v1/search")
@@ -301,6 +312,7 @@ def create_app(graph: Graph) -> FastAPI:
     install_error_handlers(api)
     install_access(api, AccessControl(graph.settings.ingress))
     api.include_router(router)
+    install_page(api)
     return api
 
 

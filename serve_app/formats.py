@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from deployments.schemas import Transcription
+from deployments.schemas import Segment, Transcription
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 """OpenAI's response formats; the renderers below produce each."""
@@ -22,20 +23,20 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def to_srt(result: Transcription) -> str:
+def to_srt(segments: Sequence[Segment]) -> str:
     """SubRip: numbered cues with ``HH:MM:SS,mmm`` times."""
     cues = [
         f"{n}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-        for n, s in enumerate((s for s in result.segments if s.text.strip()), start=1)
+        for n, s in enumerate((s for s in segments if s.text.strip()), start=1)
     ]
     return "\n".join(cues)
 
 
-def to_vtt(result: Transcription) -> str:
+def to_vtt(segments: Sequence[Segment]) -> str:
     """WebVTT: a header, then cues with ``HH:MM:SS.mmm`` times."""
     cues = [
         f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n"
-        for s in result.segments if s.text.strip()
+        for s in segments if s.text.strip()
     ]
     return "WEBVTT\n\n" + "\n".join(cues)
 

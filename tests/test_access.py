@@ -43,6 +43,15 @@ def test_health_stays_open_with_keys_on() -> None:
     AccessControl(IngressSettings(api_key_hashes=[key_hash("secret")])).check("/healthz", None, "127.0.0.1")
 
 
+def test_the_page_and_its_static_files_stay_open_with_keys_on() -> None:
+    control = AccessControl(IngressSettings(api_key_hashes=[key_hash("secret")]))
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        control.check(path, None, "127.0.0.1")
+    for path in ("/static", "/staticky/app.js", "/docs", "/v1/transcripts", "/index.html"):
+        with pytest.raises(Unauthorized):
+            control.check(path, None, "127.0.0.1")
+
+
 def test_a_configured_key_source_that_is_missing_stops_start_up(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         AccessControl(IngressSettings(api_keys_file=str(tmp_path / "absent")))

@@ -1,0 +1,414 @@
+// transcribe-serve's page: add sources, watch them, read and search transcripts, all over the HTTP API.
+// Plain JavaScript, no build step; text from the server is always set as text, never parsed as HTML.
+"use strict";
+
+const KEY_STORAGE = "transcribe-serve.api-key";
+const PAGE_SIZE = 20;
+const POLL_MS = 1000;
+
+// The API's failure codes (an error's `code`, a job item's `error_type`) in words.
+const REASONS = {
+  bot_check: "YouTube asked to sign in to prove this is not a bot. The server needs a cookies file "
+    + "(downloader.cookies_file) to fetch this video.",
+  captions_blocked: "YouTube refused to give the captions. Try again later, or choose speech recognition.",
+  no_captions: "This video has no captions. Choose \u201ccaptions if the video has them\u201d or "
+    + "\u201cspeech recognition only\u201d to transcribe its audio.",
+  no_audio_stream: "There is no audio in this source.",
+  unsupported_audio: "This is not audio or video that can be decoded.",
+  truncated_audio: "The file was cut short: its header promises more audio than it holds.",
+  audio_too_long: "The audio is longer than this service accepts.",
+  download_too_large: "The download is larger than this service accepts.",
+  too_large: "The file is larger than this service accepts.",
+  download_timeout: "The download took too long.",
+  source_unreachable: "The source could not be reached. Trying again later may work.",
+  source_not_found: "The source was not found: its server answered with an error.",
+  unsupported_url: "No media was found at this address.",
+  video_unavailable: "The video is unavailable (private, removed or restricted).",
+  live_stream: "A live stream can be transcribed only after it has ended.",
+  forbidden_address: "This address is on a private network, which the service does not fetch from.",
+  playlist_not_allowed: "A playlist cannot be one item; it is expanded into its videos instead.",
+  model_not_found: "The service does not offer that model.",
+  invalid_parameter: "The request was refused as invalid.",
+  overloaded: "The service is busy. Try again in a moment.",
+  rate_limit_exceeded: "Too many requests with this key. Wait a minute and try again.",
+  invalid_api_key: "The API key was refused.",
+};
+
+const $ = (selector) => document.querySelector(selector);
+const views = ["key", "add", "library", "read", "search"];
+const uploads = [];  // transcriptions of dropped files: answered, not stored, so kept in this tab
+let keysRequired = false;
+let afterKey = "#/add";
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** A failure in words: the reason for its code, then the server's own message. */
+function reason(code, message) {
+  const words = REASONS[code];
+  if (words && message) return `${words} (${message})`;
+  return words || message || "The request failed.";
+}
+
+function element(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function clock(seconds) {
+  const whole = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(whole / 3600), m = Math.floor((whole % 3600) / 60), s = whole % 60;
+  const mm = h ? String(m).padStart(2, "0") : String(m);
+  return (h ? `${h}:` : "") + `${mm}:${String(s).padStart(2, "0")}`;
+}
+
+function say(message) {
+  $("#status").textContent = message;
+}
+
+/** Fetch from the API with the session's key; an API error becomes an ApiError with its code. */
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  const response = await fetch(path, { ...options, headers });
+  if (response.ok) return response;
+  let code = null, message = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    code = body.error?.code ?? null;
+    message = body.error?.message ?? message;
+  } catch (_) { /* not a JSON error body: the status line says it */ }
+  if (response.status === 401) askForKey(message);
+  throw new ApiError(response.status, code, message);
+}
+
+const apiJson = async (path, options) => (await api(path, options)).json();
+
+function askForKey(message) {
+  if (!location.hash.startsWith("#/key")) afterKey = location.hash || "#/add";
+  $("#key-error").textContent = message || "";
+  location.hash = "#/key";
+}
+
+function show(view) {
+  for (const name of views) $(`#${name}-view`).hidden = name !== view;
+  for (const link of document.querySelectorAll("nav a[data-view]")) {
+    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  $(`#${view}-title`).focus();
+}
+
+/** The hash is the view: #/add, #/library?offset=N, #/read/<id>?t=S, #/upload/<n>, #/search?q=… */
+async function route() {
+  const [path, query] = (location.hash.slice(1) || "/add").split("?");
+  const params = new URLSearchParams(query || "");
+  say("");
+  if (keysRequired && !sessionStorage.getItem(KEY_STORAGE) && path !== "/key") return askForKey("");
+  try {
+    if (path === "/key") show("key");
+    else if (path === "/library") await showLibrary(Number(params.get("offset")) || 0);
+    else if (path.startsWith("/read/")) await showStored(decodeURIComponent(path.slice(6)), params.get("t"));
+    else if (path.startsWith("/upload/")) showUpload(Number(path.slice(8)));
+    else if (path === "/search") await showSearch(params.get("q") || "");
+    else show("add");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    say(error instanceof ApiError ? reason(error.code, error.message) : String(error));
+  }
+}
+
+// ---- Add: URLs become a job, files become transcriptions --------------------------------------------
+
+function addItem(label) {
+  const state = element("span", { className: "state", textContent: "queued" });
+  const detail = element("span", { className: "meta" });
+  const item = element("li", {}, state, element("span", { className: "source", textContent: label }), " ", detail);
+  item.dataset.status = "queued";
+  $("#items").append(item);
+  return { item, state, detail };
+}
+
+function setItem(row, status, words, link) {
+  row.item.dataset.status = status;
+  row.state.textContent = status === "skipped" ? "already stored" : status;
+  row.detail.replaceChildren();
+  if (link) row.detail.append(element("a", { href: link.href, textContent: link.text }));
+  row.item.querySelector(".reason")?.remove();
+  if (words) row.item.append(element("span", { className: "reason", textContent: words }));
+}
+
+function itemLink(item) {
+  if (!item.transcript_key) return null;
+  const seconds = item.audio_seconds ? ` (${clock(item.audio_seconds)}, ${item.source})` : "";
+  return { href: `#/read/${encodeURIComponent(item.transcript_key)}`, text: `Read${seconds}` };
+}
+
+async function watchJob(jobId, rows) {
+  for (;;) {
+    const job = await apiJson(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    for (const item of job.items) {
+      const words = item.status === "failed" ? reason(item.error_type, item.error_message) : "";
+      setItem(rows[item.position], item.status, words, itemLink(item));
+    }
+    if (job.status === "finished") return;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+async function submitUrls(urls, source) {
+  const rows = urls.map(addItem);
+  const body = { urls, source };
+  if ($("#diarize").checked) body.diarize = true;
+  try {
+    const { job_id: jobId } = await apiJson("/v1/jobs", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    await watchJob(jobId, rows);
+  } catch (error) {
+    for (const row of rows) setItem(row, "failed", reason(error.code, error.message));
+  }
+}
+
+async function submitFile(file, source) {
+  const row = addItem(file.name);
+  setItem(row, "running", "");
+  const form = new FormData();
+  form.append("file", file);
+  form.append("source", source);
+  form.append("response_format", "verbose_json");
+  form.append("timestamp_granularities[]", "segment");
+  if ($("#diarize").checked) form.append("diarize", "true");
+  try {
+    const result = await apiJson("/v1/audio/transcriptions", { method: "POST", body: form });
+    uploads.push({ ...result, title: file.name, media: URL.createObjectURL(file) });
+    const n = uploads.length - 1;
+    setItem(row, "done", "", { href: `#/upload/${n}`, text: `Read (${clock(result.duration)}, not stored)` });
+  } catch (error) {
+    setItem(row, "failed", reason(error.code, error.message));
+  }
+}
+
+async function onAdd(event) {
+  event.preventDefault();
+  const urls = $("#urls").value.split("\n").map((u) => u.trim()).filter(Boolean);
+  const files = [...$("#files").files];
+  const source = new FormData($("#add-form")).get("source");
+  $("#add-error").textContent = urls.length || files.length ? "" : "Give at least one link or file.";
+  if (!urls.length && !files.length) return;
+  $("#urls").value = "";
+  $("#files").value = "";
+  const work = files.map((file) => submitFile(file, source));
+  if (urls.length) work.push(submitUrls(urls, source));
+  await Promise.all(work);
+}
+
+function onDrop(event) {
+  event.preventDefault();
+  $("#drop").classList.remove("over");
+  $("#files").files = event.dataTransfer.files;
+}
+
+// ---- Library --------------------------------------------------------------------------------------
+
+function origin(row) {
+  if (row.source === "captions") return "captions";
+  return row.model ? `speech recognition (${row.model})` : "speech recognition";
+}
+
+function cell(label, ...content) {
+  const td = element("td", {}, ...content);
+  td.dataset.label = label;
+  return td;
+}
+
+async function showLibrary(offset) {
+  const page = await apiJson(`/v1/transcripts?offset=${offset}&limit=${PAGE_SIZE}`);
+  const rows = page.data.map((row) => element("tr", {},
+    cell("Title", element("a", { href: `#/read/${encodeURIComponent(row.key)}`, textContent: row.title || row.url })),
+    cell("From", origin(row)),
+    cell("Duration", row.duration != null ? clock(row.duration) : "\u2013"),
+    cell("Language", row.language || "\u2013"),
+    cell("Added", row.created_at ? new Date(row.created_at).toLocaleString() : "\u2013")));
+  $("#library tbody").replaceChildren(...rows);
+  const last = Math.min(offset + page.data.length, page.total);
+  $("#library-caption").textContent = page.total
+    ? `Stored transcripts, newest first: ${offset + 1}\u2013${last} of ${page.total}`
+    : "No transcripts yet: add some sources first.";
+  $("#prev-page").disabled = offset === 0;
+  $("#next-page").disabled = last >= page.total;
+  $("#prev-page").onclick = () => { location.hash = `#/library?offset=${Math.max(0, offset - PAGE_SIZE)}`; };
+  $("#next-page").onclick = () => { location.hash = `#/library?offset=${offset + PAGE_SIZE}`; };
+  show("library");
+}
+
+// ---- Read -----------------------------------------------------------------------------------------
+
+function youtubeId(transcript) {
+  const key = transcript.key || "";
+  return key.startsWith("youtube:") ? key.slice(8).split("|")[0] : null;
+}
+
+/** The player for a transcript: an audio element, or a YouTube embed made only when asked to play. */
+function makePlayer(transcript, media) {
+  const box = $("#player");
+  const video = youtubeId(transcript);
+  if (video) {
+    box.replaceChildren(element("p", { className: "meta", textContent: "Click a time to play the video there." }));
+    return (seconds) => {
+      const src = `https://www.youtube-nocookie.com/embed/${encodeURIComponent(video)}`
+        + `?start=${Math.floor(seconds)}&autoplay=1`;
+      box.replaceChildren(element("iframe", { src, title: "YouTube player", allow: "autoplay; encrypted-media" }));
+    };
+  }
+  if (!media || !/^(https?:|blob:)/.test(media)) {
+    box.replaceChildren(element("p", { className: "meta", textContent: "The media is not available to play." }));
+    return null;
+  }
+  const audio = element("audio", { controls: true, preload: "metadata", src: media });
+  audio.setAttribute("aria-label", "Audio player");
+  audio.addEventListener("error", () => say("The media could not be loaded for playing."));
+  box.replaceChildren(audio);
+  return (seconds, play = true) => {
+    audio.currentTime = seconds;
+    if (play) audio.play().catch((error) => say(`The audio did not start: ${error.message}`));
+  };
+}
+
+function renderTranscript(transcript, media, at, downloads) {
+  $("#read-title").textContent = transcript.title || transcript.url || "Transcript";
+  const facts = [transcript.source ? origin(transcript) : null, transcript.language,
+    transcript.duration != null ? clock(transcript.duration) : null, transcript.url].filter(Boolean);
+  $("#read-meta").textContent = facts.join(" \u00b7 ");
+  const seek = makePlayer(transcript, media);
+  const items = transcript.segments.map((segment) => {
+    const time = element("button", { type: "button", textContent: clock(segment.start) });
+    time.setAttribute("aria-label", `Play from ${clock(segment.start)}`);
+    time.disabled = !seek;
+    time.addEventListener("click", () => seek(segment.start));
+    const text = element("span", { className: "text" });
+    if (segment.speaker) text.append(element("span", { className: "speaker", textContent: `${segment.speaker}:` }));
+    text.append(segment.text.trim());
+    const item = element("li", {}, time, text);
+    item.dataset.start = segment.start;
+    return item;
+  });
+  $("#segments").replaceChildren(...items);
+  for (const button of document.querySelectorAll(".downloads button")) {
+    button.onclick = () => downloads(button.dataset.format).catch((error) => say(reason(error.code, error.message)));
+  }
+  show("read");
+  if (at != null) landOn(Number(at), items, seek);
+}
+
+/** Mark the segment playing at ``seconds`` and move there, with the player cued to that moment. */
+function landOn(seconds, items, seek) {
+  const current = items.filter((item) => Number(item.dataset.start) <= seconds + 0.01).pop() || items[0];
+  if (!current) return;
+  current.classList.add("current");
+  current.setAttribute("aria-current", "true");
+  current.scrollIntoView({ block: "center" });
+  current.querySelector("button").focus();
+  if (seek && $("#player audio")) seek(seconds, false);
+}
+
+function save(name, blob) {
+  const link = element("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 0);
+}
+
+const EXTENSIONS = { text: "txt", srt: "srt", vtt: "vtt", json: "json" };
+
+function fileName(transcript, format) {
+  const base = (transcript.title || transcript.key || "transcript").replace(/[^\w.-]+/g, "_").slice(0, 80);
+  return `${base}.${EXTENSIONS[format]}`;
+}
+
+async function showStored(id, at) {
+  const transcript = await apiJson(`/v1/transcripts/${encodeURIComponent(id)}`);
+  renderTranscript(transcript, transcript.url, at, async (format) => {
+    const response = await api(`/v1/transcripts/${encodeURIComponent(id)}?response_format=${format}`);
+    save(fileName(transcript, format), await response.blob());
+  });
+}
+
+function showUpload(n) {
+  const upload = uploads[n];
+  if (!upload) throw new Error("That upload is not in this tab any more; add the file again.");
+  const transcript = { ...upload, source: "asr", model: null };
+  renderTranscript(transcript, upload.media, null, async (format) => {
+    const body = format === "json" ? JSON.stringify(upload, null, 2) : upload.text;
+    save(fileName(upload, format), new Blob([body]));
+  });
+  for (const button of document.querySelectorAll(".downloads button")) {  // srt and vtt need a stored transcript
+    button.hidden = button.dataset.format === "srt" || button.dataset.format === "vtt";
+  }
+}
+
+// ---- Search ---------------------------------------------------------------------------------------
+
+/** ``text`` with the query's words wrapped in <mark>, built as nodes (never as HTML). */
+function highlighted(text, query) {
+  const words = query.split(/\s+/).filter((w) => w.length > 1).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  if (!words.length) return [text];
+  const pattern = new RegExp(`(${words.join("|")})`, "gi");
+  return text.split(pattern).map((part, i) => (i % 2 ? element("mark", { textContent: part }) : part));
+}
+
+async function showSearch(query) {
+  $("#q").value = query;
+  $("#results").replaceChildren();
+  show("search");
+  if (!query) return;
+  const found = await apiJson(`/v1/search?q=${encodeURIComponent(query)}&k=10`);
+  const items = found.data.map((hit) => {
+    const href = `#/read/${encodeURIComponent(hit.transcript_id)}?t=${hit.start}`;
+    const title = element("a", { href, textContent: `${hit.title || hit.url} at ${clock(hit.start)}` });
+    return element("li", {}, title, element("p", {}, ...highlighted(hit.text, query)));
+  });
+  $("#results").replaceChildren(...items);
+  say(items.length ? `${items.length} passages found.` : "Nothing found.");
+}
+
+// ---- Start ----------------------------------------------------------------------------------------
+
+async function start() {
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORAGE, $("#key-input").value.trim());
+    $("#key-input").value = "";
+    $("#key-error").textContent = "";
+    location.hash = afterKey === "#/key" ? "#/add" : afterKey;
+  });
+  $("#add-form").addEventListener("submit", onAdd);
+  $("#search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    location.hash = `#/search?q=${encodeURIComponent($("#q").value.trim())}`;
+  });
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", onDrop);
+  window.addEventListener("hashchange", () => {
+    for (const button of document.querySelectorAll(".downloads button")) button.hidden = false;
+    route();
+  });
+  const health = await (await fetch("/healthz")).json();
+  keysRequired = Boolean(health.api_key_required);
+  $("#diarize-row").hidden = !("Diarizer" in (health.deployments || {}));
+  await route();
+  document.body.dataset.ready = "true";
+}
+
+start();
