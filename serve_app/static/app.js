@@ -92,6 +92,13 @@ async function api(path, options = {}) {
 
 const apiJson = async (path, options) => (await api(path, options)).json();
 
+/** A view's data, or null when the user has moved to another view while it was on its way. */
+async function viewData(path) {
+  const hash = location.hash;
+  const data = await apiJson(path);
+  return location.hash === hash ? data : null;
+}
+
 function askForKey(message) {
   if (!location.hash.startsWith("#/key")) afterKey = location.hash || "#/add";
   $("#key-error").textContent = message || "";
@@ -99,6 +106,7 @@ function askForKey(message) {
 }
 
 function show(view) {
+  if (view !== "read") $("#player audio")?.pause();
   for (const name of views) $(`#${name}-view`).hidden = name !== view;
   for (const link of document.querySelectorAll("nav a[data-view]")) {
     if (link.dataset.view === view) link.setAttribute("aria-current", "page");
@@ -231,7 +239,8 @@ function cell(label, ...content) {
 }
 
 async function showLibrary(offset) {
-  const page = await apiJson(`/v1/transcripts?offset=${offset}&limit=${PAGE_SIZE}`);
+  const page = await viewData(`/v1/transcripts?offset=${offset}&limit=${PAGE_SIZE}`);
+  if (!page) return;
   const rows = page.data.map((row) => element("tr", {},
     cell("Title", element("a", { href: `#/read/${encodeURIComponent(row.key)}`, textContent: row.title || row.url })),
     cell("From", origin(row)),
@@ -278,8 +287,12 @@ function makePlayer(transcript, media) {
   audio.addEventListener("error", () => say("The media could not be loaded for playing."));
   box.replaceChildren(audio);
   return (seconds, play = true) => {
-    audio.currentTime = seconds;
-    if (play) audio.play().catch((error) => say(`The audio did not start: ${error.message}`));
+    const cue = () => {
+      audio.currentTime = seconds;
+      if (play) audio.play().catch((error) => say(`The audio did not start: ${error.message}`));
+    };
+    if (audio.readyState >= HTMLMediaElement.HAVE_METADATA) cue();
+    else audio.addEventListener("loadedmetadata", cue, { once: true });  // a seek before it would be lost
   };
 }
 
@@ -336,7 +349,8 @@ function fileName(transcript, format) {
 }
 
 async function showStored(id, at) {
-  const transcript = await apiJson(`/v1/transcripts/${encodeURIComponent(id)}`);
+  const transcript = await viewData(`/v1/transcripts/${encodeURIComponent(id)}`);
+  if (!transcript) return;
   renderTranscript(transcript, transcript.url, at, async (format) => {
     const response = await api(`/v1/transcripts/${encodeURIComponent(id)}?response_format=${format}`);
     save(fileName(transcript, format), await response.blob());
@@ -358,11 +372,13 @@ function showUpload(n) {
 
 // ---- Search ---------------------------------------------------------------------------------------
 
-/** ``text`` with the query's words wrapped in <mark>, built as nodes (never as HTML). */
+const UNMARKED = new Set(["a", "an", "and", "are", "at", "in", "is", "it", "of", "on", "or", "the", "to"]);
+
+/** ``text`` with the query's words (whole words, not the commonest) in <mark>, built as nodes, never HTML. */
 function highlighted(text, query) {
-  const words = query.split(/\s+/).filter((w) => w.length > 1).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const words = query.toLowerCase().split(/\W+/).filter((w) => w && !UNMARKED.has(w));
   if (!words.length) return [text];
-  const pattern = new RegExp(`(${words.join("|")})`, "gi");
+  const pattern = new RegExp(`\\b(${words.join("|")})\\b`, "gi");
   return text.split(pattern).map((part, i) => (i % 2 ? element("mark", { textContent: part }) : part));
 }
 
@@ -371,7 +387,8 @@ async function showSearch(query) {
   $("#results").replaceChildren();
   show("search");
   if (!query) return;
-  const found = await apiJson(`/v1/search?q=${encodeURIComponent(query)}&k=10`);
+  const found = await viewData(`/v1/search?q=${encodeURIComponent(query)}&k=10`);
+  if (!found) return;
   const items = found.data.map((hit) => {
     const href = `#/read/${encodeURIComponent(hit.transcript_id)}?t=${hit.start}`;
     const title = element("a", { href, textContent: `${hit.title || hit.url} at ${clock(hit.start)}` });
