@@ -61,8 +61,9 @@ check-install: $(RUNTIME_VENV)/.fresh
 	$(RUNTIME_VENV)/bin/transcribe-serve --help >/dev/null
 	$(RUNTIME_VENV)/bin/transcribe-serve check $(CONFIG) --offline
 
-# program:Debian package. flite and festival give the benchmarks' and tests' held-out voices.
-SYSTEM_TOOLS := espeak-ng:espeak-ng ffmpeg:ffmpeg flite:flite text2wave:festival
+# program:Debian package. flite and festival give the benchmarks' and tests' held-out voices; chromium is the
+# browser the page's tests drive (Playwright's own browser download is not used).
+SYSTEM_TOOLS := espeak-ng:espeak-ng ffmpeg:ffmpeg flite:flite text2wave:festival chromium:chromium
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \

@@ -5,7 +5,10 @@ What the benchmarks use too (the app's harness, speech and WER, the YouTube doub
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import re
 import shutil
 import subprocess
 import threading
@@ -153,8 +156,31 @@ def media_server(speech: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
+    """Static files, quietly, with one byte range per request as media servers answer (a browser seeks by it)."""
+
     def log_message(self, *_: object) -> None:
         return
+
+    def send_head(self) -> Any:
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
+        path = Path(self.translate_path(self.path))
+        if wanted is None or not path.is_file():
+            return super().send_head()
+        size = path.stat().st_size
+        start, end = int(wanted[1]), min(int(wanted[2] or size - 1), size - 1)
+        if start >= size:
+            self.send_error(416, "range not satisfiable")
+            return None
+        with path.open("rb") as media:
+            media.seek(start)
+            body = media.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        return io.BytesIO(body)
 
 
 CAPTIONED_ID = "captioned01"
@@ -193,13 +219,11 @@ def local_config() -> dict:
 Service = LocalApp
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
-    """The real app on a local cluster (``benchmarks.support.harness.local_app``) from a copy of configs/local.yaml.
+def serve_config(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> dict:
+    """A copy of configs/local.yaml for tests.
 
-    The copy differs from the file only in its HTTP port, the fake YouTube's address, private networks
-    allowed (the test servers are on loopback), a lower upload limit, a fresh store and short retry delays.
-    Tests can connect to the cluster as a Ray driver (``ray_address``), e.g. to kill a replica.
+    The copy differs from the file only in the fake YouTube's address, private networks allowed (the test
+    servers are on loopback), a lower upload limit, a fresh store and short retry delays.
     """
     config = local_config()
     args = config["applications"][0]["args"]
@@ -208,8 +232,24 @@ def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube)
     args["ingress"]["max_upload_bytes"] = TEST_UPLOAD_LIMIT
     args["store"]["uri"] = str(tmp_path_factory.mktemp("store"))
     args["jobs"].update(backoff_s=0.2, backoff_cap_s=1)
+    return config
+
+
+@contextlib.contextmanager
+def running(config: dict, folder: Path) -> Iterator[Service]:
+    """``config`` on a fresh local cluster (``benchmarks.support.harness.local_app``); a failed start fails the test."""
     try:
-        with local_app(config, tmp_path_factory.mktemp("serve")) as app:
+        with local_app(config, folder) as app:
             yield app
     except LaunchError as error:
         pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
+    """The real app on a local cluster from ``serve_config`` (its HTTP port is a free one).
+
+    Tests can connect to the cluster as a Ray driver (``ray_address``), e.g. to kill a replica.
+    """
+    with running(serve_config(tmp_path_factory, fake_youtube), tmp_path_factory.mktemp("serve")) as app:
+        yield app

@@ -1,0 +1,229 @@
+"""The browser page, driven in headless Chromium against the real app with API keys on.
+
+Debian's ``chromium`` (the Makefile's SYSTEM_TOOLS) is driven by Playwright through its executable path;
+Playwright's own browser download is not used. Screenshots of each view go to the folder named by
+``TRANSCRIBE_SERVE_SCREENSHOTS`` (``docs/web`` regenerates the README's), else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from benchmarks.support.fake_youtube import FakeYouTube
+from serve_app.access import key_hash
+from tests.conftest import Service, running, serve_config, until
+
+pytestmark = pytest.mark.serve
+
+API_KEY = "browser-test-key"
+JOB_TIMEOUT_S = 240
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def keyed_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
+    """The real app with API keys on (one key, configured as its hash), a passage per segment.
+
+    Passages of one segment let a search of a short clip land past its start, on the segment it names.
+    """
+    config = serve_config(tmp_path_factory, fake_youtube)
+    args = config["applications"][0]["args"]
+    args["ingress"]["api_key_hashes"] = [key_hash(API_KEY)]
+    args["embedder"].update(chunk_words=1, chunk_overlap_words=0)
+    with running(config, tmp_path_factory.mktemp("serve-keyed")) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Debian Chromium; as root in a container it needs ``--no-sandbox``."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is missing: run `make test`, which installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=args)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser: Browser, keyed_service: Service) -> Iterator[Page]:
+    """A fresh tab (its own session storage) on the page; no console error or page error may happen in it."""
+    context = browser.new_context(base_url=keyed_service.url, viewport={"width": 1100, "height": 800},
+                                  accept_downloads=True)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    context.close()
+    assert errors == [], f"the page logged errors: {errors}"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = Path(os.environ.get("TRANSCRIBE_SERVE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def authorised(service: Service) -> httpx.Client:
+    return httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def stored(keyed_service: Service, media_server: str) -> dict[str, str]:
+    """The lecture and cooking clips in the store (a job; already stored ones are skipped): name → transcript id."""
+    urls = {name: f"{media_server}/{name}.wav" for name in ("lecture", "cooking")}
+    with authorised(keyed_service) as client:
+        job = client.post("/v1/jobs", json={"urls": list(urls.values()), "source": "asr"}).json()["job_id"]
+        until(lambda: client.get(f"/v1/jobs/{job}").json()["status"] == "finished", JOB_TIMEOUT_S, "the job")
+        rows = client.get("/v1/transcripts", params={"limit": 500}).json()["data"]
+    keys = {row["url"]: row["key"] for row in rows}
+    return {name: keys[url] for name, url in urls.items()}
+
+
+def reader(transcript_id: str) -> str:
+    """The page's link to a stored transcript (the id encoded as encodeURIComponent does)."""
+    return f"#/read/{quote(transcript_id, safe='')}"
+
+
+def sign_in(page: Page) -> None:
+    """Open the page, which asks for the key first, and give it."""
+    page.goto("/")
+    key = page.get_by_role("textbox", name="API key")
+    expect(key).to_be_visible()
+    key.fill(API_KEY)
+    key.press("Enter")
+    expect(page.locator("#add-view")).to_be_visible()
+
+
+def audio_time(page: Page) -> float:
+    return page.eval_on_selector("#player audio", "audio => audio.currentTime")
+
+
+def test_page_and_its_files_are_open_while_the_api_needs_the_key(keyed_service: Service) -> None:
+    with httpx.Client(base_url=keyed_service.url, timeout=30) as anonymous:
+        page = anonymous.get("/")
+        assert page.status_code == 200 and "<title>transcribe-serve</title>" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        for path in ("/static/app.js", "/static/style.css"):
+            assert anonymous.get(path).status_code == 200, path
+        assert anonymous.get("/healthz").json()["api_key_required"] is True
+        for path in ("/v1/transcripts", "/v1/search?q=rain", "/docs", "/static-not/app.js"):
+            assert anonymous.get(path).status_code == 401, path
+    with authorised(keyed_service) as client:
+        assert client.get("/v1/transcripts").status_code == 200
+
+
+def test_two_sources_finish_and_a_broken_one_fails_with_its_reason(page: Page, media_server: str,
+                                                                    speech: dict[str, Path], screenshots: Path) -> None:
+    sign_in(page)
+    assert not page.locator("#diarize-row").is_visible(), "no Diarizer deployment, so no diarize option"
+    page.get_by_label("Audio or video files").set_input_files(speech["history"])
+    page.get_by_label("Links").fill(f"{media_server}/lecture.wav\n{media_server}/not-audio.wav")
+    page.get_by_label("speech recognition only").check()
+    page.get_by_role("button", name="Add").click()
+    items = page.locator("#items li")
+    expect(items).to_have_count(3)
+    for index, status in enumerate(["done", "done", "failed"]):  # the file first, then the job's two links
+        expect(items.nth(index)).to_have_attribute("data-status", status, timeout=JOB_TIMEOUT_S * 1000)
+    expect(items.nth(2).locator(".reason")).to_contain_text("not audio or video that can be decoded")
+    expect(items.nth(1).get_by_role("link", name=re.compile("^Read"))).to_be_visible()
+    page.screenshot(path=screenshots / "add.png", full_page=True)
+    items.nth(0).get_by_role("link", name=re.compile("^Read.*not stored")).click()
+    expect(page.locator("#read-title")).to_have_text("history.wav")
+    expect(page.locator("#segments")).to_contain_text(re.compile("library", re.IGNORECASE))
+    expect(page.get_by_role("button", name="srt", exact=True)).to_be_hidden()
+
+
+def test_library_reader_timestamps_and_downloads(page: Page, stored: dict[str, str], screenshots: Path) -> None:
+    sign_in(page)
+    page.get_by_role("link", name="Library").click()
+    rows = page.locator("#library tbody tr")
+    expect(rows.first).to_be_visible()
+    expect(page.locator("#library")).to_contain_text("speech recognition (tiny.en)")
+    page.screenshot(path=screenshots / "library.png", full_page=True)
+    page.locator(f'#library a[href="{reader(stored["lecture"])}"]').click()
+    segments = page.locator("#segments li")
+    expect(segments.nth(1)).to_be_visible()
+    start = float(segments.nth(1).get_attribute("data-start"))
+    assert start > 0
+    segments.nth(1).get_by_role("button").click()
+    until(lambda: start - 0.05 <= audio_time(page) < start + 3, 20,
+          lambda: f"the audio at {start} s, not {audio_time(page)} s")
+    page.screenshot(path=screenshots / "read.png", full_page=True)
+    for button, marker in (("srt", " --> "), ("vtt", "WEBVTT"), ("txt", "water"), ("JSON", '"segments"')):
+        with page.expect_download() as download:
+            page.get_by_role("button", name=button, exact=True).click()
+        assert marker in Path(download.value.path()).read_text(), button
+
+
+def test_search_lands_on_the_passage(page: Page, stored: dict[str, str], screenshots: Path) -> None:
+    sign_in(page)
+    page.get_by_role("link", name="Search").click()
+    box = page.get_by_label("Search the transcripts")
+    box.fill("the sun warms the sea")
+    box.press("Enter")
+    first = page.locator("#results li").first
+    expect(first.locator("mark").first).to_be_visible()
+    passage = first.locator("p").inner_text()
+    link = first.get_by_role("link")
+    expect(link).to_have_attribute("href", re.compile(re.escape(reader(stored["lecture"])) + r"\?t="))
+    at = float(link.get_attribute("href").split("?t=")[1])
+    assert at > 0, "the passage about the sun is not the lecture's first sentence"
+    page.screenshot(path=screenshots / "search.png", full_page=True)
+    link.click()
+    current = page.locator("#segments li.current")
+    expect(current).to_have_count(1)
+    assert float(current.get_attribute("data-start")) == pytest.approx(at)
+    assert current.locator(".text").inner_text() in passage
+    expect(current.get_by_role("button")).to_be_focused()
+    until(lambda: abs(audio_time(page) - at) < 0.5, 20, lambda: f"the audio cued at {at} s, not {audio_time(page)}")
+
+
+def test_phone_width_labels_and_keyboard(page: Page, stored: dict[str, str], screenshots: Path) -> None:
+    page.set_viewport_size(PHONE)
+    sign_in(page)
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, textarea, select, button')]
+        .filter(el => !(el.labels?.length || el.getAttribute('aria-label') || el.textContent.trim()))
+        .map(el => el.outerHTML)""")
+    assert unlabelled == []
+    for view in ("#/add", "#/library", reader(stored["lecture"]), "#/search?q=water"):
+        page.goto(f"/{view}")
+        expect(page.locator("main section:not([hidden]) h2")).to_be_focused()
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{view} scrolls sideways by {overflow} px at phone width"
+    page.goto("/#/add")
+    for _ in range(6):  # from the view's heading, Shift+Tab walks back to the navigation
+        page.keyboard.press("Shift+Tab")
+        if page.evaluate("() => document.activeElement.textContent") == "Library":
+            break
+    expect(page.get_by_role("link", name="Library")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#library-view")).to_be_visible()
+    expect(page.locator("#status")).to_have_text("")  # the search answer that came late stayed in its view
+    page.screenshot(path=screenshots / "library-phone.png", full_page=True)
+    page.goto(f"/{reader(stored['lecture'])}")
+    expect(page.locator("#segments li").nth(1)).to_be_visible()
+    page.keyboard.press("Tab")
+    start = 0.0
+    for _ in range(25):  # past the player's controls and the download buttons
+        focused = page.evaluate("() => document.activeElement.closest('#segments li')?.dataset.start ?? null")
+        if focused is not None and float(focused) > 0:
+            start = float(focused)
+            break
+        page.keyboard.press("Tab")
+    assert start > 0, "Tab never reached a timestamp after the first"
+    page.keyboard.press("Enter")
+    until(lambda: start - 0.05 <= audio_time(page) < start + 3, 20, lambda: f"the audio at {start} s")
