@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from benchmarks.support.fake_youtube import FakeYouTube
 from serve_app.access import key_hash
-from tests.conftest import Service, running, serve_config, until
+from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, Service, running, serve_config, until
 
 pytestmark = pytest.mark.serve
 
@@ -190,6 +190,29 @@ def test_search_lands_on_the_passage(page: Page, stored: dict[str, str], screens
     assert current.locator(".text").inner_text() in passage
     expect(current.get_by_role("button")).to_be_focused()
     until(lambda: abs(audio_time(page) - at) < 0.5, 20, lambda: f"the audio cued at {at} s, not {audio_time(page)}")
+
+
+def test_youtube_sources_play_in_an_embed_and_a_bot_check_names_the_cookies(page: Page,
+                                                                             keyed_service: Service) -> None:
+    """The embed is made only on a click, at that second; the test answers for YouTube inside the browser."""
+    embeds: list[str] = []
+    page.route("https://www.youtube-nocookie.com/**",
+               lambda route: (embeds.append(route.request.url), route.fulfill(body="<html></html>")))
+    with authorised(keyed_service) as client:
+        key = client.post("/v1/transcripts", json={"url": f"https://www.youtube.com/watch?v={CAPTIONED_ID}"},
+                          timeout=120).json()["transcript_id"]
+    sign_in(page)
+    page.get_by_label("Links").fill(f"https://www.youtube.com/watch?v={BOT_CHECK_ID}")
+    page.get_by_role("button", name="Add").click()
+    blocked = page.locator("#items li").first
+    expect(blocked).to_have_attribute("data-status", "failed", timeout=JOB_TIMEOUT_S * 1000)
+    expect(blocked.locator(".reason")).to_contain_text("cookies file")
+    page.goto(f"/{reader(key)}")
+    expect(page.locator("#read-meta")).to_contain_text("captions")
+    assert embeds == [] and page.locator("#player iframe").count() == 0, "nothing from YouTube before a click"
+    page.get_by_role("button", name="Play from 0:03").click()
+    expect(page.locator("#player iframe")).to_have_attribute("src", re.compile(f"/embed/{CAPTIONED_ID}\\?start=3&"))
+    until(lambda: embeds, 10, "the embed's request")
 
 
 def test_phone_width_labels_and_keyboard(page: Page, stored: dict[str, str], screenshots: Path) -> None:
