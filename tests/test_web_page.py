@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from benchmarks.support.fake_youtube import FakeYouTube
 from serve_app.access import key_hash
@@ -154,6 +154,11 @@ def test_library_reader_timestamps_and_downloads(page: Page, stored: dict[str, s
     expect(rows.first).to_be_visible()
     expect(page.locator("#library")).to_contain_text("speech recognition (tiny.en)")
     page.screenshot(path=screenshots / "library.png", full_page=True)
+    page.goto("/#/library?offset=1")  # a later page: the pager goes back to the newest
+    expect(page.locator("#library caption")).to_have_text(re.compile(r"newest first: 2\u2013\d+ of \d+$"))
+    page.get_by_role("button", name="Newer").click()
+    expect(page.locator("#library caption")).to_have_text(re.compile(r"newest first: 1\u2013\d+ of \d+$"))
+    expect(page.get_by_role("button", name="Newer")).to_be_disabled()
     page.locator(f'#library a[href="{reader(stored["lecture"])}"]').click()
     segments = page.locator("#segments li")
     expect(segments.nth(1)).to_be_visible()
@@ -213,6 +218,22 @@ def test_youtube_sources_play_in_an_embed_and_a_bot_check_names_the_cookies(page
     page.get_by_role("button", name="Play from 0:03").click()
     expect(page.locator("#player iframe")).to_have_attribute("src", re.compile(f"/embed/{CAPTIONED_ID}\\?start=3&"))
     until(lambda: embeds, 10, "the embed's request")
+
+
+def test_speakers_are_shown_when_segments_have_them(page: Page, stored: dict[str, str]) -> None:
+    """Diarized segments carry ``speaker`` (another branch adds it); the stored answer gets one here, in the browser."""
+    def with_speakers(route: Route) -> None:
+        body = route.fetch().json()
+        for n, segment in enumerate(body["segments"]):
+            segment["speaker"] = f"SPEAKER_0{n % 2}"
+        route.fulfill(json=body)
+
+    page.route(re.compile(re.escape(quote(stored["cooking"], safe="")) + "$"), with_speakers)
+    sign_in(page)
+    page.goto(f"/{reader(stored['cooking'])}")
+    speakers = page.locator("#segments .speaker")
+    expect(speakers.first).to_have_text("SPEAKER_00:")
+    expect(speakers.nth(1)).to_have_text("SPEAKER_01:")
 
 
 def test_phone_width_labels_and_keyboard(page: Page, stored: dict[str, str], screenshots: Path) -> None:
