@@ -24,6 +24,7 @@ def test_health_lists_every_deployment(service: Service, path: str) -> None:
     assert body["status"] == "RUNNING"
     assert body["deployments"] == {name: "HEALTHY" for name in ("Ingress", "Downloader", "Transcriber", "Embedder",
                                                                  "JobRunner")}
+    assert body["api_key_required"] is False, "local.yaml configures no keys, so the page asks for none"
 
 
 @pytest.mark.parametrize("response_format", ["json", "verbose_json", "text"])
