@@ -7,6 +7,7 @@ Playwright's own browser download is not used. Screenshots of each view go to th
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -108,6 +109,17 @@ def sign_in(page: Page) -> None:
     expect(page.locator("#add-view")).to_be_visible()
 
 
+def drop_file(page: Page, path: Path) -> None:
+    """Drop ``path`` on the page's drop zone, as a file dragged from the desktop arrives."""
+    transfer = page.evaluate_handle("""([name, data]) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))], name, {type: "audio/wav"}));
+        return transfer;
+    }""", [path.name, base64.b64encode(path.read_bytes()).decode()])
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    assert page.evaluate("() => [...document.getElementById('files').files].map(f => f.name)") == [path.name]
+
+
 def audio_time(page: Page) -> float:
     return page.eval_on_selector("#player audio", "audio => audio.currentTime")
 
@@ -130,7 +142,7 @@ def test_two_sources_finish_and_a_broken_one_fails_with_its_reason(page: Page, m
                                                                     speech: dict[str, Path], screenshots: Path) -> None:
     sign_in(page)
     assert not page.locator("#diarize-row").is_visible(), "no Diarizer deployment, so no diarize option"
-    page.get_by_label("Audio or video files").set_input_files(speech["history"])
+    drop_file(page, speech["history"])
     page.get_by_label("Links").fill(f"{media_server}/lecture.wav\n{media_server}/not-audio.wav")
     page.get_by_label("speech recognition only").check()
     page.get_by_role("button", name="Add").click()
