@@ -21,6 +21,8 @@ import numpy as np
 from deployments.schemas import Segment, SpeechEmbeddings, Turn, Word
 from deployments.settings import DiarizerSettings
 
+REFERENCES = "known_speaker_references[]"
+"""The request field of known speakers' reference clips, named in the errors about them."""
 Voiceprints = dict[str, np.ndarray]
 """A speaker's label (or name) and the mean of their embeddings."""
 

@@ -137,7 +137,7 @@ class JobManager:
 
     async def _ingest(self, item: dict[str, Any], spec: JobSpec, attempt: int) -> None:
         item_spec = TranscriptSpec(url=item["url"], source=spec.source, language=spec.language, model=spec.model,
-                                   embed=True)
+                                   embed=True, diarize=spec.diarize)
         transcript, passages = await self.pipeline.transcript_and_passages(item_spec)
         key = await asyncio.to_thread(self.store.keep, transcript, passages)
         await asyncio.to_thread(self.store.update_item, item, status="done", source=transcript.source,
@@ -150,9 +150,10 @@ class JobRunner:
 
     async def __init__(self, downloader: DeploymentHandle, embedder: DeploymentHandle,  # type: ignore[misc]
                        transcriber_settings: TranscriberSettings, store_settings: StoreSettings,
-                       job_settings: JobSettings) -> None:
+                       job_settings: JobSettings, diarizer: DeploymentHandle | None = None) -> None:
         embedding = ServiceHandle(embedder)
-        pipeline = TranscriptPipeline(ServiceHandle(downloader), embedding, transcriber_settings)
+        pipeline = TranscriptPipeline(ServiceHandle(downloader), embedding, transcriber_settings,
+                                      None if diarizer is None else ServiceHandle(diarizer))
         dimension = await embedding.dimension.remote()
         store = await asyncio.to_thread(TranscriptStore, store_settings.uri, dimension)
         self.manager = JobManager(store, pipeline, job_settings)

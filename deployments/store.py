@@ -37,7 +37,7 @@ def _schemas(dimension: int) -> dict[str, pa.Schema]:
                                 ("duration", number), ("source", text), ("language", text), ("model", text),
                                 ("text", text), ("segments", text), ("created_at", text)]),
         CHUNKS: pa.schema([("chunk_id", text), ("key", text), ("start", number), ("end", number), ("text", text),
-                           ("vector", pa.list_(pa.float32(), dimension))]),
+                           ("vector", pa.list_(pa.float32(), dimension)), ("speaker", text)]),
         JOBS: pa.schema([("job_id", text), ("created_at", text), ("finished_at", text), ("request", text)]),
         ITEMS: pa.schema([("item_id", text), ("job_id", text), ("position", pa.int64()), ("url", text),
                           ("status", text), ("source", text), ("audio_seconds", number), ("error_type", text),
@@ -59,6 +59,20 @@ def transcript_record(response: Any) -> dict[str, Any]:
             "segments": [s.model_dump() for s in response.segments]}
 
 
+def _table(db: Any, name: str, schema: pa.Schema) -> Any:
+    """The table, made if new; one made by an older version gains the nullable string columns it lacks
+    (passages' ``speaker``)."""
+    try:
+        return db.create_table(name, schema=schema, exist_ok=True)
+    except ValueError:
+        table = db.open_table(name)
+        missing = [f.name for f in schema if f.name not in table.schema.names]
+        if not missing:
+            raise
+        table.add_columns({column: "CAST(NULL AS STRING)" for column in missing})
+        return table
+
+
 class TranscriptStore:
     """LanceDB tables behind small, typed methods; safe to share between threads of one process."""
 
@@ -70,8 +84,7 @@ class TranscriptStore:
             uri = str(Path(uri).expanduser())
         # Writers are other processes (the JobRunner): check for their commits on every read.
         self.db = lancedb.connect(uri, read_consistency_interval=timedelta(0))
-        self.tables = {name: self.db.create_table(name, schema=schema, exist_ok=True)
-                       for name, schema in _schemas(dimension).items()}
+        self.tables = {name: _table(self.db, name, schema) for name, schema in _schemas(dimension).items()}
         self._lock = threading.Lock()
         self._fts_ready = False
 
@@ -120,10 +133,13 @@ class TranscriptStore:
         rows.sort(key=lambda r: (r["created_at"], r["key"]), reverse=True)
         return len(rows), rows[offset:offset + limit]
 
-    def search(self, vector: list[float], text: str, k: int, key: str | None = None) -> list[dict[str, Any]]:
-        """The best passages: vectors and full text together (hybrid) where LanceDB can, vectors alone else."""
+    def search(self, vector: list[float], text: str, k: int, key: str | None = None,
+               speaker: str | None = None) -> list[dict[str, Any]]:
+        """The best passages (of one transcript, one speaker when given): vectors and full text together
+        (hybrid) where LanceDB can, vectors alone else."""
         table = self.tables[CHUNKS]
-        where = f"key = {_quote(key)}" if key else None
+        conditions = [f"{column} = {_quote(value)}" for column, value in (("key", key), ("speaker", speaker)) if value]
+        where = " AND ".join(conditions) or None
         try:
             self._ensure_fts()
             query = table.search(query_type="hybrid").vector(vector).text(text)
@@ -132,7 +148,7 @@ class TranscriptStore:
         if where:
             query = query.where(where, prefilter=True)
         hits = query.limit(k).to_list()
-        return [{"key": h["key"], "start": h["start"], "end": h["end"], "text": h["text"],
+        return [{"key": h["key"], "start": h["start"], "end": h["end"], "text": h["text"], "speaker": h.get("speaker"),
                  "score": float(h.get("_relevance_score", 1 - h.get("_distance", 1.0)))} for h in hits]
 
     def _ensure_fts(self) -> None:
