@@ -3,6 +3,7 @@ speaker turns with a transcript's segments and words."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import numpy as np
@@ -19,8 +20,10 @@ from deployments.diarization import (
     split_by_speaker,
     voiceprint,
 )
-from deployments.schemas import Segment, SpeechEmbeddings, Turn, Word
-from deployments.settings import DiarizerSettings
+from deployments.errors import InvalidRequest
+from deployments.pipeline import TranscriptPipeline
+from deployments.schemas import Segment, SpeechEmbeddings, TranscribeOptions, Turn, Word
+from deployments.settings import DiarizerSettings, TranscriberSettings
 
 WINDOW = 30 * 16000
 
@@ -116,3 +119,12 @@ def test_each_name_goes_to_one_speaker_and_only_above_the_threshold() -> None:
 def test_embeddings_shift_with_their_window() -> None:
     speech = SpeechEmbeddings(spans=[(0.5, 2.0)], vectors=np.zeros((1, 192), np.float32))
     assert speech.shifted(30.0).spans == [(30.5, 32.0)]
+
+
+def test_diarizing_without_a_diarizer_is_a_400_naming_the_setting() -> None:
+    pipeline = TranscriptPipeline(None, None, TranscriberSettings())
+    options = TranscribeOptions(diarize=True)
+    with pytest.raises(InvalidRequest, match="'diarizer' section") as refused:
+        asyncio.run(pipeline.resolve(b"RIFF", "talk.wav", None, "auto", None, options))
+    assert refused.value.status == 400 and refused.value.param == "diarize"
+    assert pipeline.check_diarize(False, "captions") == "captions", "without diarize nothing changes"
