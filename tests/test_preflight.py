@@ -69,6 +69,17 @@ def test_bad_args_and_missing_files_are_reported(tmp_path) -> None:
     assert any(p.startswith("args.embedder.chunk_word") for p in check(config, None))
 
 
+def test_a_diarizer_engine_that_does_not_import_is_reported(tmp_path) -> None:
+    config = {"applications": [local_config()["applications"][0]]}
+    diarizer = config["applications"][0]["args"]["diarizer"]
+    assert check(config, None) == []
+    diarizer.update(engine="deployments.diarization:PyannoteEngine", model_dir=str(tmp_path / "absent"))
+    assert check(config, None) == ["diarizer.engine: deployments.diarization has no 'PyannoteEngine'",
+                                   f"diarizer.model_dir: {tmp_path / 'absent'} does not exist on this node"]
+    diarizer["engine"] = "not_installed_here:Engine"
+    assert check(config, None)[0].startswith("diarizer.engine: not_installed_here does not import")
+
+
 def test_a_node_without_the_token_or_the_keys_file_is_named(tmp_path, monkeypatch) -> None:
     home = tmp_path / "home"
     assert "RAY_AUTH_MODE=unset" in auth_problems({}, home)[0]
