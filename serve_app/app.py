@@ -338,6 +338,7 @@ async def transcripts(graph: GraphDep, request: TranscriptRequest) -> Transcript
 async def create_job(graph: GraphDep, request: JobRequest) -> JSONResponse:
     """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
     graph.pipeline.check_model(request.model)
+    graph.pipeline.check_diarize(request.diarize, request.source)
     urls = [u.strip() for u in request.urls if u.strip()]
     if request.playlist:
         urls += await graph.downloader.expand.remote(request.playlist)
