@@ -23,8 +23,10 @@ T = TypeVar("T")
 
 @serve.deployment(name="Diarizer")
 class Diarizer:
-    """Serve wrapper around a ``DiarizationEngine``; one engine call at a time per replica (senko's feature
-    extractor and models are not shared between threads), each in a worker thread."""
+    """Serve wrapper around a ``DiarizationEngine``, each call in a worker thread. One embedding at a time (senko's
+    feature extractor and models are not shared between threads) and one clustering at a time (senko redirects
+    the process's stdout while it clusters), but a long lecture's clustering (minutes past an hour of audio)
+    does not hold up other sources' windows."""
 
     def __init__(self, settings: DiarizerSettings) -> None:
         self.settings = settings
@@ -34,11 +36,11 @@ class Diarizer:
         self.metrics.model_loaded(self.model)
         self.metrics.models_resident([self.model])
         self.metrics.start_sampler()
-        self._lock = threading.Lock()
+        self._embedding, self._clustering = threading.Lock(), threading.Lock()
 
-    async def _run(self, work: Callable[..., T], *args: object) -> T:
+    async def _run(self, lock: threading.Lock, work: Callable[..., T], *args: object) -> T:
         def locked() -> T:
-            with self._lock:
+            with lock:
                 return work(*args)
 
         return await asyncio.to_thread(locked)
@@ -46,7 +48,7 @@ class Diarizer:
     async def embed(self, samples: np.ndarray) -> SpeechEmbeddings:
         """A window's speech spans and their voice vectors (times from the window's start)."""
         with self.metrics.track("embed", self.model, audio_seconds=samples.size / SAMPLE_RATE):
-            return await self._run(self.engine.embed, samples)
+            return await self._run(self._embedding, self.engine.embed, samples)
 
     async def voiceprints(self, references: list[Reference]) -> dict[str, list[float]]:
         """Each known speaker's voice from their reference clip; a clip that is not 2–10 s of speech is a 400."""
@@ -65,7 +67,7 @@ class Diarizer:
         if not low <= seconds <= high:
             raise InvalidRequest(f"reference {n} ({reference.name!r}) is {seconds:.1f} s long; give {low:g}–{high:g} s "
                                  "of that speaker alone", param=REFERENCES)
-        found = voiceprint(await self._run(self.engine.embed, samples))
+        found = voiceprint(await self._run(self._embedding, self.engine.embed, samples))
         if found is None:
             raise InvalidRequest(f"reference {n} ({reference.name!r}) has no speech in it", param=REFERENCES)
         return found
@@ -73,7 +75,7 @@ class Diarizer:
     async def speakers(self, speech: list[SpeechEmbeddings], known: dict[str, list[float]]) -> list[Turn]:
         """Turns of the whole source labelled A, B, …, or by the known speaker's name where one matches."""
         with self.metrics.track("speakers", self.model):
-            turns, prints = await self._run(self.engine.cluster, speech)
+            turns, prints = await self._run(self._clustering, self.engine.cluster, speech)
         names = name_speakers(prints, {k: np.asarray(v, np.float32) for k, v in known.items()},
                               self.settings.name_similarity)
         return [t.model_copy(update={"speaker": names.get(t.speaker, t.speaker)}) for t in turns]
