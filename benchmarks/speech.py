@@ -130,18 +130,28 @@ def lecture(name: str, seconds: float) -> Clip:
         if total >= seconds:
             break
         wav = speak(paragraph, voice)
-        with wave.open(io.BytesIO(wav)) as audio:
-            assert audio.getframerate() == SAMPLE_RATE and audio.getsampwidth() == 2, f"{voice}: 16-bit 16 kHz"
-            parts.append(audio.readframes(audio.getnframes()) + pause)
+        parts.append(pcm(wav, voice) + pause)
         texts.append(paragraph)
         total += seconds_of(wav) + 0.5
+    return Clip(name=name, wav=as_wav(b"".join(parts)), text=" ".join(texts), seconds=round(total, 2), voice="all")
+
+
+def pcm(wav: bytes, voice: str) -> bytes:
+    """The samples of ``voice``'s WAV file, which must be 16-bit 16-kHz mono (so files can be joined)."""
+    with wave.open(io.BytesIO(wav)) as audio:
+        assert audio.getframerate() == SAMPLE_RATE and audio.getsampwidth() == 2, f"{voice}: 16-bit 16 kHz"
+        return audio.readframes(audio.getnframes())
+
+
+def as_wav(frames: bytes) -> bytes:
+    """16-bit 16-kHz mono samples as a WAV file."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
-        out.writeframes(b"".join(parts))
-    return Clip(name=name, wav=buffer.getvalue(), text=" ".join(texts), seconds=round(total, 2), voice="all")
+        out.writeframes(frames)
+    return buffer.getvalue()
 
 
 def clip_set(lengths: dict[str, float], per_length: int) -> list[Clip]:
@@ -184,19 +194,12 @@ def conversation(lines: list[tuple[str, str]], pause_s: float = 0.6) -> Conversa
     pause = b"\0\0" * int(SAMPLE_RATE * pause_s)
     frames, turns, at = [], [], 0.0
     for voice, text in lines:
-        with wave.open(io.BytesIO(speak(text, voice))) as audio:
-            assert audio.getframerate() == SAMPLE_RATE and audio.getsampwidth() == 2, f"{voice}: 16-bit 16 kHz"
-            seconds = audio.getnframes() / SAMPLE_RATE
-            frames.append(audio.readframes(audio.getnframes()) + pause)
+        samples = pcm(speak(text, voice), voice)
+        seconds = len(samples) / 2 / SAMPLE_RATE
+        frames.append(samples + pause)
         turns.append((round(at, 3), round(at + seconds, 3), voice))
         at += seconds + pause_s
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(b"".join(frames))
-    return Conversation(wav=buffer.getvalue(), turns=turns, text=" ".join(text for _, text in lines))
+    return Conversation(wav=as_wav(b"".join(frames)), turns=turns, text=" ".join(text for _, text in lines))
 
 
 def dialogue(voices: list[str], lines: int, source: Iterator[str]) -> Conversation:
