@@ -123,6 +123,8 @@ def test_layout(port: int, store: Path) -> dict[str, Any]:
     transcriber.update(device="cpu", compute_type="int8", cpu_threads=1,
                        models=dict.fromkeys(transcriber["models"], EMBEDDED))  # every name runs tiny.en's files
     args["embedder"]["device"] = "cpu"
+    if "diarizer" in args:
+        args["diarizer"]["device"] = "cpu"
     if "store" in AppSettings.model_fields:
         args.setdefault("store", {})["uri"] = str(store)  # one directory every simulated node can reach
     for deployment in deployments(config).values():
