@@ -14,7 +14,7 @@ from benchmarks.soak import model_loads, replica_memory, soak
 from tests.conftest import SCRIPTS, TEST_UPLOAD_LIMIT, Service, ffmpeg, speak
 
 pytestmark = pytest.mark.serve
-DEPLOYMENTS = ["Downloader", "Embedder", "Ingress", "JobRunner", "Transcriber"]
+DEPLOYMENTS = ["Diarizer", "Downloader", "Embedder", "Ingress", "JobRunner", "Transcriber"]
 """One replica of each in configs/local.yaml: every one is measured, not only the Transcriber."""
 
 
