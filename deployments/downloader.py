@@ -199,11 +199,13 @@ class Downloader:
     of a source exist at once, whatever its length.
     """
 
-    def __init__(self, settings: DownloaderSettings, transcriber: DeploymentHandle) -> None:
+    def __init__(self, settings: DownloaderSettings, transcriber: DeploymentHandle,
+                 diarizer: DeploymentHandle | None = None) -> None:
         self.settings = settings
         self.metrics = ReplicaMetrics("Downloader")
         self.resolver = SourceResolver(settings, record=self.metrics.stage)
         self.transcriber = ServiceHandle(transcriber)
+        self.diarizer = None if diarizer is None else ServiceHandle(diarizer)
         load_vad()
 
     async def resolve(self, url: str, source: SourceMode = "auto", language: str | None = None,
@@ -224,12 +226,14 @@ class Downloader:
 
     async def _transcribed(self, kind: str, items: Generator[Any, None, None],
                            options: TranscribeOptions) -> AsyncGenerator[Any, None]:
-        """The stream with its windows transcribed; counts the request and its audio under ``model`` "asr"
-        (decoded) or "captions" (never downloaded)."""
+        """The stream with its windows transcribed (and embedded by the diarizer when ``options.diarize``); counts
+        the request and its audio under ``model`` "asr" (decoded) or "captions" (never downloaded)."""
         def transcribe(samples: np.ndarray) -> Any:
             return self.transcriber.transcribe.remote(samples, options)
 
-        windows = transcribe_windows(in_threads(items), transcribe, self.settings.windows_in_flight)
+        diarizer = self.diarizer if options.diarize else None
+        embed = None if diarizer is None else diarizer.embed.remote
+        windows = transcribe_windows(in_threads(items), transcribe, self.settings.windows_in_flight, embed)
         with self.metrics.track(kind, "asr") as tracked:
             async with aclosing(windows):
                 async for item in windows:

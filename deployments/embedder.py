@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from typing import Any
@@ -43,6 +44,14 @@ def chunk_segments(segments: list[Segment], words: int, overlap_words: int) -> l
             carried += len(segments[back].text.split())
         start = back
     return passages
+
+
+def chunk_by_speaker(segments: list[Segment], words: int, overlap_words: int) -> list[Passage]:
+    """``chunk_segments`` over each speaker's run of consecutive segments, so that a passage has one speaker
+    (None when the transcript was not diarized: then it is one run)."""
+    return [passage.model_copy(update={"speaker": speaker})
+            for speaker, run in itertools.groupby(segments, key=lambda s: s.speaker)
+            for passage in chunk_segments(list(run), words, overlap_words)]
 
 
 def embedding_model_location(value: str) -> str:
@@ -95,8 +104,8 @@ class EmbeddingEngine:
         return sum(len(ids) for ids in self.model.tokenizer(texts)["input_ids"]) if texts else 0
 
     def chunk(self, segments: list[Segment]) -> list[Passage]:
-        """Cut a transcript into passages with the configured window and overlap."""
-        return chunk_segments(segments, self.settings.chunk_words, self.settings.chunk_overlap_words)
+        """Cut a transcript into passages with the configured window and overlap, one speaker each."""
+        return chunk_by_speaker(segments, self.settings.chunk_words, self.settings.chunk_overlap_words)
 
 
 @serve.deployment(name="Embedder")

@@ -146,7 +146,7 @@ class JobManager:
 
     async def _ingest(self, item: dict[str, Any], spec: JobSpec, attempt: int) -> None:
         item_spec = TranscriptSpec(url=item["url"], source=spec.source, language=spec.language, model=spec.model,
-                                   embed=True)
+                                   embed=True, diarize=spec.diarize)
         transcript, passages = await self.pipeline.transcript_and_passages(item_spec)
         key = await asyncio.to_thread(self.store.keep, transcript, passages)
         await asyncio.to_thread(self.store.update_item, item, status="done", source=transcript.source,
@@ -159,9 +159,10 @@ class JobRunner:
 
     async def __init__(self, downloader: DeploymentHandle, embedder: DeploymentHandle,  # type: ignore[misc]
                        transcriber_settings: TranscriberSettings, store_settings: StoreSettings,
-                       job_settings: JobSettings) -> None:
+                       job_settings: JobSettings, diarizer: DeploymentHandle | None = None) -> None:
         self.embedder = ServiceHandle(embedder)
-        pipeline = TranscriptPipeline(ServiceHandle(downloader), self.embedder, transcriber_settings)
+        pipeline = TranscriptPipeline(ServiceHandle(downloader), self.embedder, transcriber_settings,
+                                      None if diarizer is None else ServiceHandle(diarizer))
         dimension = await self.embedder.dimension.remote()
         self.store = await asyncio.to_thread(TranscriptStore, store_settings.uri, dimension)
         self.manager = JobManager(self.store, pipeline, job_settings)
@@ -185,7 +186,8 @@ class JobRunner:
         """One stored transcript with its segments, or None."""
         return await asyncio.to_thread(self.store.get_transcript, key)
 
-    async def search(self, query: str, k: int, key: str | None = None) -> list[dict[str, Any]]:
+    async def search(self, query: str, k: int, key: str | None = None,
+                     speaker: str | None = None) -> list[dict[str, Any]]:
         """The passages closest to ``query`` (embedded here), with their transcripts' url and title."""
         (vector,) = await self.embedder.embed.remote([query])
-        return await asyncio.to_thread(self.store.search, vector, query, k, key)
+        return await asyncio.to_thread(self.store.search, vector, query, k, key, speaker)

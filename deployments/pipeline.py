@@ -1,7 +1,9 @@
-"""The graph's composition that the Ingress and the JobRunner share: downloader → transcriber → embedder.
+"""The graph's composition that the Ingress and the JobRunner share: downloader → transcriber (→ diarizer) → embedder.
 
-Audio never comes here: the downloader decodes it into windows and sends them to the transcribers itself,
-streaming back each window's transcription in order; here they are stitched with their offsets.
+Audio never comes here: the downloader decodes it into windows and sends them to the transcribers itself
+(and, when diarizing, to the diarizer at the same time), streaming back each window's transcription and
+speaker embeddings in order; here they are stitched with their offsets, and the speakers that the diarizer
+finds in all of the embeddings are given to the words they spoke.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from deployments.diarization import diarized
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.handles import ServiceHandle
 from deployments.schemas import (
     AudioEnd,
     Passage,
+    Reference,
     Resolved,
     Segment,
     SourceMode,
+    SpeechEmbeddings,
     TimedText,
     TranscribedWindow,
     TranscribeOptions,
@@ -31,7 +36,7 @@ from deployments.windows import shifted, stitch
 
 
 def _timed(items: list[Any]) -> list[TimedText]:
-    return [TimedText(start=i.start, end=i.end, text=i.text) for i in items]
+    return [TimedText(start=i.start, end=i.end, text=i.text, speaker=i.speaker) for i in items]
 
 
 def from_captions(resolved: Resolved) -> Transcription:
@@ -49,6 +54,8 @@ class Source:
     options: TranscribeOptions
     rest: Any = None
     """``TranscribedWindow`` items in order, then ``AudioEnd``; None for captions."""
+    known_speakers: dict[str, list[float]] | None = None
+    """Known speakers' voiceprints by name, when diarizing with reference clips."""
 
 
 async def _rest(source: Source) -> AsyncGenerator[TranscribedWindow | AudioEnd, None]:
@@ -69,10 +76,24 @@ class TranscriptPipeline:
     The Transcribers are reached through the Downloader, which sends them each window it cuts.
     """
 
-    def __init__(self, downloader: ServiceHandle, embedder: ServiceHandle, settings: TranscriberSettings) -> None:
+    def __init__(self, downloader: ServiceHandle, embedder: ServiceHandle, settings: TranscriberSettings,
+                 diarizer: ServiceHandle | None = None) -> None:
         self.downloader = downloader
         self.embedder = embedder
         self.settings = settings
+        self.diarizer = diarizer
+
+    def check_diarize(self, diarize: bool, source: SourceMode) -> SourceMode:
+        """Where a request's transcript may come from: diarizing needs the audio (``auto`` means ASR), and a
+        Diarizer in the graph (the ``diarizer`` section of the application's ``args``)."""
+        if not diarize:
+            return source
+        if self.diarizer is None:
+            raise InvalidRequest("diarization is not configured on this server: the application's args have no "
+                                 "'diarizer' section", param="diarize", code="diarization_not_configured")
+        if source == "captions":
+            raise InvalidRequest("captions have no speakers: diarizing needs source 'asr' or 'auto'", param="source")
+        return "asr"
 
     def check_model(self, requested: str | None) -> str:
         """The configured model name for a request, refused before any download when unknown."""
@@ -87,14 +108,22 @@ class TranscriptPipeline:
         return await self.downloader.expand.remote(url)
 
     async def resolve(self, data: bytes | None, filename: str | None, url: str | None, source: SourceMode,
-                      language: str | None, options: TranscribeOptions) -> Source:
+                      language: str | None, options: TranscribeOptions,
+                      references: list[Reference] | None = None) -> Source:
         """Captions, or audio whose windows the downloader is transcribing, from uploaded bytes or a URL (one).
 
         ``options.vad_filter`` (the transcriber's ``vad_filter`` when None) decides whether windows are cut
-        at silences; the downloader sends each window to the transcribers with ``options``.
+        at silences; the downloader sends each window to the transcribers with ``options``. With
+        ``options.diarize``, words are timed (to be given to speakers) and ``references`` (known speakers'
+        clips) are checked before anything is fetched.
         """
         if (data is None) == (url is None):
             raise InvalidRequest("send exactly one of 'file' and 'url'", param="file")
+        source = self.check_diarize(options.diarize, source)
+        known = None
+        if options.diarize:
+            options = options.model_copy(update={"word_timestamps": True, "timestamps": True})
+            known = await self.diarizer.voiceprints.remote(references) if references and self.diarizer else None
         if options.vad_filter is None:
             options = options.model_copy(update={"vad_filter": self.settings.vad_filter})
         downloader = self.downloader.options(stream=True)
@@ -103,13 +132,14 @@ class TranscriptPipeline:
         else:
             stream = downloader.resolve.remote(url, source, language, options)
         header = await stream.__anext__()
-        return Source(header, options, None if header.kind == "captions" else stream)
+        return Source(header, options, None if header.kind == "captions" else stream, known)
 
     async def transcription(self, source: Source) -> Transcription:
         """The whole transcription: the captions as they are, or the audio's windows stitched in order."""
         if source.rest is None:
             return from_captions(source.header)
         parts: list[tuple[float, Transcription]] = []
+        speech: list[SpeechEmbeddings] = []
         duration = 0.0
         async with aclosing(_rest(source)) as items:
             async for item in items:
@@ -117,8 +147,14 @@ class TranscriptPipeline:
                     duration = item.duration
                 else:
                     parts.append((item.start, item.transcription))
+                    if item.speech is not None:
+                        speech.append(item.speech.shifted(item.start))
         options = source.options
-        return stitch(parts, duration, self.check_model(options.model), options.language or "en")
+        result = stitch(parts, duration, self.check_model(options.model), options.language or "en")
+        if not options.diarize or self.diarizer is None:
+            return result
+        turns = await self.diarizer.speakers.remote(speech, source.known_speakers or {})
+        return result.model_copy(update={"segments": diarized(result.segments, turns)})
 
     async def segments(self, source: Source) -> AsyncIterator[Segment]:
         """Segments as each window's transcription arrives, in order (or the captions, at once)."""
@@ -137,7 +173,7 @@ class TranscriptPipeline:
     async def transcript_and_passages(self, spec: TranscriptSpec) -> tuple[Transcript, list[Passage]]:
         """The transcript and its passages with their vectors (what the store keeps)."""
         model = self.check_model(spec.model)
-        options = TranscribeOptions(model=model, language=spec.language)
+        options = TranscribeOptions(model=model, language=spec.language, diarize=spec.diarize)
         source = await self.resolve(None, None, spec.url, spec.source, spec.language, options)
         resolved = source.header
         result = await self.transcription(source)

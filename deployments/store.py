@@ -41,7 +41,7 @@ def _schemas(dimension: int) -> dict[str, pa.Schema]:
                                 ("duration", number), ("source", text), ("language", text), ("model", text),
                                 ("text", text), ("segments", text), ("created_at", text)]),
         CHUNKS: pa.schema([("chunk_id", text), ("key", text), ("start", number), ("end", number), ("text", text),
-                           ("vector", pa.list_(pa.float32(), dimension))]),
+                           ("vector", pa.list_(pa.float32(), dimension)), ("speaker", text)]),
         JOBS: pa.schema([("job_id", text), ("created_at", text), ("finished_at", text), ("request", text)]),
         ITEMS: pa.schema([("item_id", text), ("job_id", text), ("position", pa.int64()), ("url", text),
                           ("status", text), ("source", text), ("audio_seconds", number), ("error_type", text),
@@ -157,20 +157,23 @@ class TranscriptStore:
         by_key = {row["key"]: {name: row[name] for name in LISTED} for row in rows}
         return order.num_rows, [by_key[key] for key in keys if key in by_key]
 
-    def search(self, vector: list[float], text: str, k: int, key: str | None = None) -> list[dict[str, Any]]:
-        """The best passages, each with its transcript's url and title (read once per transcript, not per hit).
+    def search(self, vector: list[float], text: str, k: int, key: str | None = None,
+               speaker: str | None = None) -> list[dict[str, Any]]:
+        """The best passages (of one transcript, one speaker when given), each with its transcript's url and title
+        (read once per transcript, not per hit).
 
         Vectors and full text together (hybrid) where LanceDB can, vectors alone else. A hit carries every
         passage column but the vector, so a column added to the passages reaches the results as it is.
         """
         table = self.tables[CHUNKS]
+        conditions = [f"{column} = {_quote(value)}" for column, value in (("key", key), ("speaker", speaker)) if value]
         try:
             self._ensure_fts()
             query = table.search(query_type="hybrid").vector(vector).text(text)
         except (ValueError, RuntimeError, OSError):
             query = table.search(vector)
-        if key:
-            query = query.where(f"key = {_quote(key)}", prefilter=True)
+        if conditions:
+            query = query.where(" AND ".join(conditions), prefilter=True)
         hits = query.limit(k).to_list()
         sources = self._sources({h["key"] for h in hits})
         return [passage_hit(h, sources.get(h["key"], {})) for h in hits]

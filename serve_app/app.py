@@ -7,8 +7,9 @@ against ``AppSettings`` before anything starts, so a bad key fails with its name
 """
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -18,19 +19,29 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from deployments.diarizer import Diarizer
 from deployments.downloader import Downloader
 from deployments.embedder import Embedder
-from deployments.errors import NotFound, PayloadTooLarge, UnknownModel, as_service_error
+from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, UnknownModel, as_service_error
 from deployments.handles import ServiceHandle
 from deployments.jobs import JobRunner
 from deployments.pipeline import TranscriptPipeline
-from deployments.schemas import Segment, SourceMode, TranscribeOptions, Transcription
+from deployments.schemas import Reference, Segment, SourceMode, TranscribeOptions, Transcription
 from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl
 from serve_app.access import install as install_access
 from serve_app.embeddings import embeddings
 from serve_app.errors import install_error_handlers
-from serve_app.formats import TIMED_FORMATS, ResponseFormat, sse, to_srt, to_verbose_json, to_vtt
+from serve_app.formats import (
+    TIMED_FORMATS,
+    ResponseFormat,
+    diarized_segment,
+    sse,
+    to_diarized_json,
+    to_srt,
+    to_verbose_json,
+    to_vtt,
+)
 from serve_app.protocol import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -41,6 +52,7 @@ from serve_app.protocol import (
     TranscriptRequest,
     TranscriptResponse,
     YoutubeRequest,
+    known_speakers,
 )
 from serve_app.settings import AppSettings
 from serve_app.web import install as install_page
@@ -53,7 +65,7 @@ StoredFormat = Literal["json", "text", "srt", "vtt"]
 
 
 class AudioForm(BaseModel):
-    """OpenAI's multipart audio request, plus ``url`` and ``source`` (this service's extension)."""
+    """OpenAI's multipart audio request, plus ``url``, ``source`` and ``diarize`` (this service's extensions)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -67,14 +79,38 @@ class AudioForm(BaseModel):
     temperature: float
     timestamp_granularities: list[Granularity]
     stream: bool
+    diarize: bool
+    """Asked with ``diarize=true`` or implied by ``response_format=diarized_json``."""
+    known_speakers: list[Reference]
 
     def options(self, task: str) -> TranscribeOptions:
         return TranscribeOptions(model=self.model, language=self.language, task=task, initial_prompt=self.prompt,
                                  temperature=self.temperature, word_timestamps="word" in self.timestamp_granularities,
-                                 timestamps=self.stream or self.response_format in TIMED_FORMATS)
+                                 timestamps=self.stream or self.response_format in TIMED_FORMATS,
+                                 diarize=self.diarize)
 
 
-def audio_form(
+def check_chunking(value: str | None, fields: dict[str, str]) -> None:
+    """OpenAI's ``chunking_strategy``: ``auto``, or a ``server_vad`` object (as JSON, or flattened into form fields
+    ``chunking_strategy[type]`` … as the official client sends it). Accepted and checked; windows are always
+    cut at silences here (``downloader.window_s``)."""
+    kind = fields.get("chunking_strategy[type]")
+    if value is not None and kind is None:
+        try:
+            parsed = json.loads(value) if value.strip().startswith("{") else value
+        except json.JSONDecodeError as error:
+            raise InvalidRequest(f"chunking_strategy is not valid JSON ({error.msg})",
+                                 param="chunking_strategy") from error
+        kind = parsed.get("type") if isinstance(parsed, dict) else parsed
+    if value is None and kind is None:
+        return
+    if kind not in ("auto", "server_vad"):
+        raise InvalidRequest("chunking_strategy must be 'auto' or an object of type 'server_vad'",
+                             param="chunking_strategy")
+
+
+async def audio_form(
+    request: Request,
     file: Annotated[UploadFile | None, File()] = None,
     url: Annotated[str | None, Form(min_length=1, max_length=4096)] = None,
     source: Annotated[SourceMode, Form()] = "auto",
@@ -85,11 +121,19 @@ def audio_form(
     temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
     timestamp_granularities: Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")] = None,
     stream: Annotated[bool, Form()] = False,
+    diarize: Annotated[bool, Form()] = False,
+    chunking_strategy: Annotated[str | None, Form(max_length=1000)] = None,
+    known_speaker_names: Annotated[list[str] | None, Form(alias="known_speaker_names[]")] = None,
+    known_speaker_references: Annotated[list[str] | None, Form(alias="known_speaker_references[]")] = None,
 ) -> AudioForm:
-    """The form fields FastAPI validated, gathered (shared by transcriptions and translations)."""
+    """The form fields FastAPI validated, gathered (shared by transcriptions and translations); ``request`` for
+    the fields the official client flattens (``chunking_strategy[type]``)."""
+    check_chunking(chunking_strategy, {k: v for k, v in (await request.form()).items() if isinstance(v, str)})
+    known = known_speakers(known_speaker_names or [], known_speaker_references or [])
     return AudioForm(file=file, url=url, source=source, model=model, language=language, prompt=prompt,
                      response_format=response_format, temperature=temperature,
-                     timestamp_granularities=timestamp_granularities or [], stream=stream)
+                     timestamp_granularities=timestamp_granularities or [], stream=stream,
+                     diarize=diarize or response_format == "diarized_json" or bool(known), known_speakers=known)
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -111,6 +155,8 @@ def render(result: Transcription, form: AudioForm, task: str) -> Response:
         return PlainTextResponse(to_srt(result.segments))
     if form.response_format == "vtt":
         return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
+    if form.response_format == "diarized_json":
+        return JSONResponse(to_diarized_json(result))
     if form.response_format == "verbose_json":
         granularities = form.timestamp_granularities
         return JSONResponse(to_verbose_json(result, task, segments="segment" in granularities or not granularities,
@@ -131,21 +177,41 @@ async def text_events(first: Segment, rest: AsyncIterator[Segment]) -> AsyncIter
             texts.append(segment.text)
             yield sse({"type": "transcript.text.delta", "delta": " " + segment.text})
     except Exception as exc:  # the stream is already open: report the failure, do not crash
-        error = as_service_error(exc)
-        message = error.message if error is not None else "internal error; see the server logs"
-        yield sse({"error": {"message": message, "type": "server_error", "param": None, "code": "stream_failed"}})
+        yield failure_event(exc)
         return
     yield sse({"type": "transcript.text.done", "text": " ".join(texts).strip()})
+
+
+async def diarized_events(transcription: Awaitable[Transcription]) -> AsyncIterator[str]:
+    """OpenAI's diarized stream: a ``transcript.text.segment`` per segment with its speaker, then
+    ``transcript.text.done``. Speakers are known once the whole source is clustered, so the segments come then."""
+    try:
+        result = await transcription
+    except Exception as exc:  # the stream is already open: report the failure, do not crash
+        yield failure_event(exc)
+        return
+    for segment in result.segments:
+        if segment.text.strip():
+            yield sse(diarized_segment(segment))
+    yield sse({"type": "transcript.text.done", "text": result.text})
+
+
+def failure_event(exc: Exception) -> str:
+    """A failure after a stream's first event, in OpenAI's error shape (which the official client raises)."""
+    error = as_service_error(exc)
+    message = error.message if error is not None else "internal error; see the server logs"
+    return sse({"error": {"message": message, "type": "server_error", "param": None, "code": "stream_failed"}})
 
 
 class Graph:
     """What the routes reach: the settings, the pipeline, each deployment's handle; the JobRunner owns the store."""
 
     def __init__(self, settings: AppSettings, downloader: ServiceHandle, transcriber: ServiceHandle,
-                 embedder: ServiceHandle, jobs: ServiceHandle) -> None:
+                 embedder: ServiceHandle, jobs: ServiceHandle, diarizer: ServiceHandle | None = None) -> None:
         self.settings = settings
-        self.pipeline = TranscriptPipeline(downloader, embedder, settings.transcriber)
-        self.handles = {"Transcriber": transcriber, "Embedder": embedder, "Downloader": downloader}
+        self.pipeline = TranscriptPipeline(downloader, embedder, settings.transcriber, diarizer)
+        self.handles = {"Transcriber": transcriber, "Embedder": embedder, "Downloader": downloader,
+                        **({"Diarizer": diarizer} if diarizer is not None else {})}
         self.embedder = embedder
         self.jobs = jobs
         self.started = int(time.time())
@@ -190,9 +256,11 @@ async def _audio(graph: Graph, form: AudioForm, task: Literal["transcribe", "tra
     filename = form.file.filename if form.file is not None else None
     source = "asr" if task == "translate" else form.source
     options = form.options(task)
-    resolved = await pipeline.resolve(data, filename, form.url, source, form.language, options)
+    resolved = await pipeline.resolve(data, filename, form.url, source, form.language, options, form.known_speakers)
     if not form.stream:
         return render(await pipeline.transcription(resolved), form, task)
+    if form.diarize:
+        return StreamingResponse(diarized_events(pipeline.transcription(resolved)), media_type="text/event-stream")
     segments = pipeline.segments(resolved).__aiter__()
     try:
         first = await segments.__anext__()
@@ -254,6 +322,7 @@ async def transcripts(graph: GraphDep, request: TranscriptRequest) -> Transcript
 async def create_job(graph: GraphDep, request: JobRequest) -> JSONResponse:
     """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
     graph.pipeline.check_model(request.model)
+    graph.pipeline.check_diarize(request.diarize, request.source)
     return JSONResponse(await graph.jobs.submit.remote(request.spec(), request.urls, request.playlist),
                         status_code=202)
 
@@ -294,9 +363,11 @@ async def stored_transcript(graph: GraphDep, transcript_id: str,
 
 @router.get("/v1/search")
 async def search(graph: GraphDep, q: Annotated[str, Query(min_length=1, max_length=1000)],
-                 k: Annotated[int, Query(ge=1, le=100)] = 5, transcript_id: str | None = None) -> dict:
-    """The passages closest to a query (vectors and full text), with a link to the moment they start."""
-    return {"object": "list", "query": q, "data": await graph.jobs.search.remote(q, k, transcript_id)}
+                 k: Annotated[int, Query(ge=1, le=100)] = 5, transcript_id: str | None = None,
+                 speaker: Annotated[str | None, Query(min_length=1, max_length=200)] = None) -> dict:
+    """The passages closest to a query (vectors and full text; of one speaker when ``speaker`` is given), with
+    who spoke them and a link to the moment they start."""
+    return {"object": "list", "query": q, "data": await graph.jobs.search.remote(q, k, transcript_id, speaker)}
 
 
 @router.post("/api/transcribe/youtube")
@@ -322,9 +393,9 @@ class Ingress:
     """Routes HTTP requests into the graph; holds no model itself. Serve builds its app after ``__init__``."""
 
     def __init__(self, downloader: DeploymentHandle, transcriber: DeploymentHandle, embedder: DeploymentHandle,
-                 jobs: DeploymentHandle, settings: AppSettings) -> None:
+                 jobs: DeploymentHandle, settings: AppSettings, diarizer: DeploymentHandle | None = None) -> None:
         self.graph = Graph(settings, ServiceHandle(downloader), ServiceHandle(transcriber), ServiceHandle(embedder),
-                           ServiceHandle(jobs))
+                           ServiceHandle(jobs), None if diarizer is None else ServiceHandle(diarizer))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve's late-bound ingress: this replica's app, built by the factory over this replica's graph."""
@@ -340,7 +411,8 @@ def build_app(args: dict | AppSettings) -> Application:
     """The application graph from the YAML's ``args``, validated here so errors name the bad key."""
     settings = args if isinstance(args, AppSettings) else AppSettings.model_validate(args)
     transcriber = bound(Transcriber, settings.transcriber)
-    downloader = bound(Downloader, settings.downloader, transcriber)
+    diarizer = None if settings.diarizer is None else bound(Diarizer, settings.diarizer)
+    downloader = bound(Downloader, settings.downloader, transcriber, diarizer)
     embedder = bound(Embedder, settings.embedder)
-    jobs = bound(JobRunner, downloader, embedder, settings.transcriber, settings.store, settings.jobs)
-    return bound(Ingress, downloader, transcriber, embedder, jobs, settings)
+    jobs = bound(JobRunner, downloader, embedder, settings.transcriber, settings.store, settings.jobs, diarizer)
+    return bound(Ingress, downloader, transcriber, embedder, jobs, settings, diarizer)

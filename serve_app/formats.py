@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from deployments.schemas import Segment, Transcription
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
-"""OpenAI's response formats; the renderers below produce each."""
-TIMED_FORMATS: frozenset[str] = frozenset({"srt", "vtt", "verbose_json"})
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
+"""OpenAI's response formats; the renderers below produce each (``diarized_json`` implies diarization)."""
+TIMED_FORMATS: frozenset[str] = frozenset({"srt", "vtt", "verbose_json", "diarized_json"})
 """The formats that show segment times: their requests, and streamed ones (a delta per sentence), pay for
 aligning them; ``json`` and ``text`` answers do not."""
 
@@ -24,18 +24,25 @@ def _clock(seconds: float, separator: str) -> str:
 
 
 def to_srt(segments: Sequence[Segment]) -> str:
-    """SubRip: numbered cues with ``HH:MM:SS,mmm`` times."""
+    """SubRip: numbered cues with ``HH:MM:SS,mmm`` times; a diarized cue starts with ``A: ``."""
     cues = [
-        f"{n}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
+        f"{n}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{'' if s.speaker is None else s.speaker + ': '}"
+        f"{s.text.strip()}\n"
         for n, s in enumerate((s for s in segments if s.text.strip()), start=1)
     ]
     return "\n".join(cues)
 
 
+def _voice(segment: Segment) -> str:
+    """A WebVTT cue's text, in a voice span ``<v A>`` when diarized."""
+    text = segment.text.strip()
+    return text if segment.speaker is None else f"<v {segment.speaker.replace('>', '&gt;')}>{text}"
+
+
 def to_vtt(segments: Sequence[Segment]) -> str:
-    """WebVTT: a header, then cues with ``HH:MM:SS.mmm`` times."""
+    """WebVTT: a header, then cues with ``HH:MM:SS.mmm`` times; diarized cues name their speaker ``<v A>``."""
     cues = [
-        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n"
+        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{_voice(s)}\n"
         for s in segments if s.text.strip()
     ]
     return "WEBVTT\n\n" + "\n".join(cues)
@@ -51,10 +58,24 @@ def to_verbose_json(result: Transcription, task: str, segments: bool, words: boo
         "usage": {"type": "duration", "seconds": result.duration},
     }
     if segments:
-        body["segments"] = [s.model_dump(exclude={"words"}) for s in result.segments]
+        body["segments"] = [s.model_dump(exclude={"words"} if s.speaker else {"words", "speaker"})
+                            for s in result.segments]
     if words:
         body["words"] = [w.model_dump(exclude={"probability"}) for s in result.segments for w in s.words or []]
     return body
+
+
+def diarized_segment(segment: Segment) -> dict[str, Any]:
+    """A segment in OpenAI's diarized shape (also the ``transcript.text.segment`` stream event)."""
+    return {"type": "transcript.text.segment", "id": f"seg_{segment.id}", "start": segment.start,
+            "end": segment.end, "text": segment.text.strip(), "speaker": segment.speaker or ""}
+
+
+def to_diarized_json(result: Transcription) -> dict[str, Any]:
+    """OpenAI's ``diarized_json``: text, duration, task and speaker-labelled segments."""
+    return {"task": "transcribe", "duration": result.duration, "text": result.text,
+            "segments": [diarized_segment(s) for s in result.segments if s.text.strip()],
+            "usage": {"type": "duration", "seconds": result.duration}}
 
 
 def sse(event: dict[str, Any]) -> str:

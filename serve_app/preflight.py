@@ -8,6 +8,7 @@ checks (``deployments.cuda_stack``) in a task on each GPU node.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deployments.settings import EMBEDDED
+from deployments.settings import EMBEDDED, DiarizerSettings
 from serve_app.settings import AppSettings
 
 RESOURCES = ("CPU", "GPU", "memory")
@@ -103,7 +104,23 @@ def file_problems(settings: AppSettings) -> list[str]:
     embedder_path = settings.embedder.model_path
     if embedder_path != EMBEDDED and not Path(embedder_path).exists():
         problems.append(f"embedder.model_path: {embedder_path} does not exist on this node")
+    problems += diarizer_problems(settings.diarizer)
     return [p for p in problems if p]
+
+
+def diarizer_problems(diarizer: DiarizerSettings | None) -> list[str]:
+    """A diarizer engine that does not import here, or a model directory this node does not have."""
+    if diarizer is None:
+        return []
+    module, _, name = diarizer.engine.partition(":")
+    try:
+        found = hasattr(importlib.import_module(module), name)
+    except ImportError as error:
+        return [f"diarizer.engine: {module} does not import ({error})"]
+    problems = [] if found else [f"diarizer.engine: {module} has no {name!r}"]
+    if diarizer.model_dir is not None and not Path(diarizer.model_dir).expanduser().exists():
+        problems.append(f"diarizer.model_dir: {diarizer.model_dir} does not exist on this node")
+    return problems
 
 
 def secret_files(settings: AppSettings) -> dict[str, str]:

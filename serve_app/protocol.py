@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.schemas import JobSpec, SourceMode, Transcript, TranscriptSpec
+from deployments.diarization import REFERENCES
+from deployments.errors import InvalidRequest
+from deployments.schemas import JobSpec, Reference, SourceMode, Transcript, TranscriptSpec
+
+MAX_KNOWN_SPEAKERS = 4
+"""OpenAI's limit on ``known_speaker_names[]``."""
+DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,(?P<data>.*)", re.S)
+
+
+def known_speakers(names: list[str], references: list[str]) -> list[Reference]:
+    """OpenAI's ``known_speaker_names[]`` with their ``known_speaker_references[]`` (base64 data URLs of audio)."""
+    if len(names) != len(references):
+        raise InvalidRequest(f"known_speaker_names[] has {len(names)} entries and known_speaker_references[] "
+                             f"{len(references)}: give one reference clip per name", param=REFERENCES)
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        raise InvalidRequest(f"at most {MAX_KNOWN_SPEAKERS} known speakers", param="known_speaker_names[]")
+    if len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise InvalidRequest("known speaker names must be distinct and not empty", param="known_speaker_names[]")
+    pairs = enumerate(zip(names, references, strict=True))
+    return [Reference(name=name.strip(), audio=_data_url(url, n)) for n, (name, url) in pairs]
+
+
+def _data_url(url: str, n: int) -> bytes:
+    """The bytes of a base64 data URL of audio; anything else is a 400 that says what was wrong."""
+    found = DATA_URL.fullmatch(url.strip())
+    if found is None:
+        raise InvalidRequest(f"reference {n} is not a base64 data URL (data:audio/wav;base64,...)",
+                             param=REFERENCES)
+    if found["type"] and not found["type"].startswith(("audio/", "video/", "application/octet-stream")):
+        raise InvalidRequest(f"reference {n} is {found['type']}, not audio", param=REFERENCES)
+    try:
+        data = base64.b64decode(found["data"], validate=True)
+    except binascii.Error as error:
+        raise InvalidRequest(f"reference {n} is not valid base64 ({error})",
+                             param=REFERENCES) from error
+    if not data:
+        raise InvalidRequest(f"reference {n} is empty", param=REFERENCES)
+    return data
 
 
 class Request(BaseModel):
@@ -22,11 +62,12 @@ class TranscriptRequest(Request):
     model: str | None = None
     embed: bool | None = None
     store: bool = Field(True, description="Keep the transcript in the store (false: answer only).")
+    diarize: bool = Field(False, description="Label segments and passages with their speakers (needs ASR).")
 
     def spec(self, default_embed: bool) -> TranscriptSpec:
         """What the graph needs of this request; ``embed`` unset means the ingress's default."""
         return TranscriptSpec(url=self.url, source=self.source, language=self.language, model=self.model,
-                              embed=default_embed if self.embed is None else self.embed)
+                              embed=default_embed if self.embed is None else self.embed, diarize=self.diarize)
 
 
 class YoutubeRequest(Request):
@@ -44,10 +85,11 @@ class JobRequest(Request):
     source: SourceMode = "auto"
     model: str | None = None
     language: str | None = Field(None, min_length=2, max_length=8)
+    diarize: bool = Field(False, description="Label every item's segments and passages with their speakers.")
 
     def spec(self) -> JobSpec:
         """What every item of the job shares, as the JobRunner persists it."""
-        return JobSpec(source=self.source, model=self.model, language=self.language)
+        return JobSpec(source=self.source, model=self.model, language=self.language, diarize=self.diarize)
 
 
 class TranscriptResponse(Transcript):

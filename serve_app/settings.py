@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from deployments.settings import (
+    DiarizerSettings,
     DownloaderSettings,
     EmbedderSettings,
     JobSettings,
@@ -40,3 +41,6 @@ class AppSettings(Section):
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    diarizer: DiarizerSettings | None = Field(
+        None, description="Who spoke when (a Diarizer deployment); absent: requests with diarize=true are refused."
+    )

@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
 from benchmarks.support.harness import BIN, ROOT, LaunchError, LocalApp, load_config, local_app
-from benchmarks.support.speech import ESPEAK, SCRIPTS
+from benchmarks.support.speech import ESPEAK, SCRIPTS, Conversation, dialogue, missing_tools, sentences
 from benchmarks.support.speech import speak as synthesise
 from deployments.schemas import AudioEnd, AudioWindow, Resolved
 
@@ -131,14 +131,25 @@ def gathered(items: Iterable[object], rate: int = 16000) -> Gathered:
 
 
 @pytest.fixture(scope="session")
-def media_server(speech: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def two_voices() -> Conversation:
+    """flite's rms and slt taking turns, three lines each (voices espeak-ng cannot tell apart)."""
+    if missing := missing_tools():
+        pytest.fail(f"{missing} missing: run `make test`, which installs them")
+    return dialogue(["flite:rms", "flite:slt"], lines=6, source=sentences())
+
+
+@pytest.fixture(scope="session")
+def media_server(speech: dict[str, Path], two_voices: Conversation,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A static HTTP server on 127.0.0.1 serving the speech files and a few broken ones.
 
-    ``whole.mp3`` is the lecture as MP3; ``truncated.mp3`` its first 3 kB, whose header declares the whole.
+    ``whole.mp3`` is the lecture as MP3; ``truncated.mp3`` its first 3 kB, whose header declares the whole;
+    ``two-voices.wav`` is the ``two_voices`` conversation.
     """
     folder = tmp_path_factory.mktemp("media")
     for name, path in speech.items():
         shutil.copy(path, folder / f"{name}.wav")
+    (folder / "two-voices.wav").write_bytes(two_voices.wav)
     (folder / "not-audio.wav").write_text("this is plain text, not audio\n")
     write_tone(folder / "tone-60s.wav", seconds=60)
     ffmpeg("-i", speech["lecture"], "-c:a", "libmp3lame", "-b:a", "64k", folder / "whole.mp3")

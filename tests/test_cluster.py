@@ -122,6 +122,8 @@ def cpu_layout(port: int, store: Path) -> dict[str, Any]:
     transcriber.update(device="cpu", compute_type="int8", cpu_threads=1,
                        models=dict.fromkeys(transcriber["models"], EMBEDDED))  # every name runs tiny.en's files
     args["embedder"]["device"] = "cpu"
+    if "diarizer" in args:
+        args["diarizer"]["device"] = "cpu"
     args["store"]["uri"] = str(store)  # one directory every simulated node can reach
     for deployment in deployments(config).values():
         if not gpu_share(deployment):

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from deployments.embedder import EmbeddingEngine, cap_gpu_memory, chunk_segments
+from deployments.embedder import EmbeddingEngine, cap_gpu_memory, chunk_by_speaker, chunk_segments
 from deployments.schemas import Segment
 from deployments.settings import EmbedderSettings
 
@@ -32,6 +32,14 @@ def test_consecutive_passages_overlap_by_whole_segments() -> None:
     for first, second in zip(passages, passages[1:], strict=False):
         assert second.start < first.end
         assert second.text.split()[0] in first.text.split()
+
+
+def test_a_passage_never_spans_a_change_of_speaker() -> None:
+    texts = (f"s{i} x" for i in range(6))
+    segs = [s.model_copy(update={"speaker": "A" if s.id < 3 else "B"}) for s in segments(*texts)]
+    passages = chunk_by_speaker(segs, words=100, overlap_words=2)
+    assert [(p.speaker, p.text) for p in passages] == [("A", "s0 x s1 x s2 x"), ("B", "s3 x s4 x s5 x")]
+    assert [p.speaker for p in chunk_by_speaker(segments("a b", "c d"), words=100, overlap_words=2)] == [None]
 
 
 def test_a_segment_longer_than_the_window_is_its_own_passage() -> None:

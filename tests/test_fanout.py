@@ -8,7 +8,7 @@ and end-to-end tests cover with the real model.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from deployments.schemas import (
     AudioWindow,
     Resolved,
     Segment,
+    SpeechEmbeddings,
     TranscribedWindow,
     TranscribeOptions,
     Transcription,
@@ -132,6 +133,31 @@ def test_a_failed_window_fails_the_stream_cancels_the_rest_and_closes_the_source
     assert decoded.read < len(decoded.items), "windows past the failure were still read"
     assert decoded.closed, "the source must be closed so the downloader removes its file"
     assert transcriber.in_flight == 0, "windows still in flight after the stream failed"
+
+
+def embedding(embedder: Transcriber) -> Callable[[np.ndarray], Call]:
+    """A diarizer stand-in: ``embedder``'s pacing and failures, answering with one span ending at the label."""
+    def embed(samples: np.ndarray) -> Call:
+        async def spans() -> SpeechEmbeddings:
+            await embedder(samples)
+            return SpeechEmbeddings(spans=[(0.0, float(samples[0]))], vectors=np.zeros((1, 2)))
+        return Call(spans())
+    return embed
+
+
+def test_with_a_diarizer_each_window_is_embedded_beside_its_transcription() -> None:
+    transcriber, embedder, decoded = Transcriber(), Transcriber(), Decoded(5)
+    items = asyncio.run(_collect(transcribe_windows(decoded.stream(), transcriber, 3, embedding(embedder))))
+    windows = [w for w in items if isinstance(w, TranscribedWindow)]
+    assert [(w.transcription.text, w.speech.spans) for w in windows] == [(f"window {i}", [(0.0, i)]) for i in range(5)]
+    assert embedder.calls == 5 and embedder.peak == 3, "windows are embedded as they are transcribed, as many at once"
+
+
+def test_the_diarizer_failing_fails_the_stream_and_stops_the_transcriptions() -> None:
+    transcriber, embedder, decoded = Transcriber(), Transcriber(fail_at=1), Decoded(12)
+    with pytest.raises(InvalidRequest, match="window 1 failed"):
+        asyncio.run(_collect(transcribe_windows(decoded.stream(), transcriber, 3, embedding(embedder))))
+    assert decoded.closed and transcriber.in_flight == 0
 
 
 class Stream:

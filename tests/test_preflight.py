@@ -40,7 +40,8 @@ def test_needs_count_min_replicas_and_serve_defaults() -> None:
 
 def test_a_cluster_without_gpus_is_told_what_is_missing() -> None:
     problems = placement_problems(needs(prod_app()), [{"CPU": 64, "memory": 256 * GIB}])
-    assert any(p.startswith("GPU: the config needs 1.1 ") and "Transcriber 4 × 0.25" in p for p in problems)
+    assert any(p.startswith("GPU: the config needs 1.2 ") and "Transcriber 4 × 0.25" in p and "Diarizer 1 × 0.1" in p
+               for p in problems)
     assert any(p.startswith("Transcriber: no node has room") for p in problems)
 
 
@@ -67,6 +68,17 @@ def test_bad_args_and_missing_files_are_reported(tmp_path) -> None:
     assert any(p.startswith("downloader.cookies_file") for p in problems)
     config["applications"][0]["args"]["embedder"]["chunk_word"] = 3
     assert any(p.startswith("args.embedder.chunk_word") for p in check(config, None))
+
+
+def test_a_diarizer_engine_that_does_not_import_is_reported(tmp_path) -> None:
+    config = {"applications": [local_config()["applications"][0]]}
+    diarizer = config["applications"][0]["args"]["diarizer"]
+    assert check(config, None) == []
+    diarizer.update(engine="deployments.diarization:PyannoteEngine", model_dir=str(tmp_path / "absent"))
+    assert check(config, None) == ["diarizer.engine: deployments.diarization has no 'PyannoteEngine'",
+                                   f"diarizer.model_dir: {tmp_path / 'absent'} does not exist on this node"]
+    diarizer["engine"] = "not_installed_here:Engine"
+    assert check(config, None)[0].startswith("diarizer.engine: not_installed_here does not import")
 
 
 def test_a_node_without_the_token_or_the_keys_file_is_named(tmp_path, monkeypatch) -> None:

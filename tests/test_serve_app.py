@@ -23,7 +23,7 @@ def test_health_lists_every_deployment(service: Service, path: str) -> None:
     body = httpx.get(f"{service.url}{path}", timeout=30).json()
     assert body["status"] == "RUNNING"
     assert body["deployments"] == {name: "HEALTHY" for name in ("Ingress", "Downloader", "Transcriber", "Embedder",
-                                                                 "JobRunner")}
+                                                                 "JobRunner", "Diarizer")}
     assert body["api_key_required"] is False, "local.yaml configures no keys, so the page asks for none"
 
 

@@ -11,7 +11,7 @@ from serve_app.app import build_app
 from serve_app.settings import AppSettings
 from tests.conftest import ROOT, local_config
 
-DEPLOYMENTS = {"Ingress", "Downloader", "Transcriber", "Embedder", "JobRunner"}
+DEPLOYMENTS = {"Ingress", "Downloader", "Transcriber", "Embedder", "JobRunner", "Diarizer"}
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "prod.yaml"])
@@ -31,9 +31,18 @@ def test_prod_shares_each_gpu_between_four_whisper_replicas() -> None:
     declared = {d["name"]: d for d in app["deployments"]}
     assert declared["Transcriber"]["ray_actor_options"]["num_gpus"] == 0.25
     assert 0 < declared["Embedder"]["ray_actor_options"]["num_gpus"] < 1
+    assert 0 < declared["Diarizer"]["ray_actor_options"]["num_gpus"] < 1
+    assert app["args"]["diarizer"]["device"] == "cuda" and "autoscaling_config" in declared["Diarizer"]
     assert "num_gpus" not in declared["Downloader"]["ray_actor_options"]
     assert declared["Transcriber"]["autoscaling_config"]["max_replicas"] >= 4
     assert app["args"]["transcriber"]["device"] == "cuda"
+
+
+def test_diarization_is_off_unless_configured() -> None:
+    args = local_config()["applications"][0]["args"]
+    assert AppSettings.model_validate(args).diarizer is not None
+    del args["diarizer"]
+    assert AppSettings.model_validate(args).diarizer is None
 
 
 def test_unknown_key_is_named_in_the_error() -> None:

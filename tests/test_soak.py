@@ -16,7 +16,7 @@ from benchmarks.support.speech import SCRIPTS
 from tests.conftest import TEST_UPLOAD_LIMIT, Service, ffmpeg, speak
 
 pytestmark = pytest.mark.serve
-DEPLOYMENTS = ["Downloader", "Embedder", "Ingress", "JobRunner", "Transcriber"]
+DEPLOYMENTS = ["Diarizer", "Downloader", "Embedder", "Ingress", "JobRunner", "Transcriber"]
 """One replica of each in configs/local.yaml: every one is measured, not only the Transcriber."""
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 PARAGRAPHS = [
     "Good morning everyone. Today we continue our study of how glaciers shape the land. A glacier is a slow river of "
     "ice that forms where more snow falls in winter than melts in summer. Over many years the snow is pressed into "
@@ -151,18 +153,28 @@ def lecture(name: str, seconds: float) -> Clip:
         if total >= seconds:
             break
         wav = speak(paragraph, voice)
-        with wave.open(io.BytesIO(wav)) as audio:
-            assert audio.getframerate() == SAMPLE_RATE and audio.getsampwidth() == 2, f"{voice}: 16-bit 16 kHz"
-            parts.append(audio.readframes(audio.getnframes()) + pause)
+        parts.append(pcm(wav, voice) + pause)
         texts.append(paragraph)
         total += seconds_of(wav) + 0.5
+    return Clip(name=name, wav=as_wav(b"".join(parts)), text=" ".join(texts), seconds=round(total, 2), voice="all")
+
+
+def pcm(wav: bytes, voice: str) -> bytes:
+    """The samples of ``voice``'s WAV file, which must be 16-bit 16-kHz mono (so files can be joined)."""
+    with wave.open(io.BytesIO(wav)) as audio:
+        assert audio.getframerate() == SAMPLE_RATE and audio.getsampwidth() == 2, f"{voice}: 16-bit 16 kHz"
+        return audio.readframes(audio.getnframes())
+
+
+def as_wav(frames: bytes) -> bytes:
+    """16-bit 16-kHz mono samples as a WAV file."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
-        out.writeframes(b"".join(parts))
-    return Clip(name=name, wav=buffer.getvalue(), text=" ".join(texts), seconds=round(total, 2), voice="all")
+        out.writeframes(frames)
+    return buffer.getvalue()
 
 
 def clip_set(lengths: dict[str, float], per_length: int) -> list[Clip]:
@@ -179,3 +191,57 @@ def word_error_rate(reference: str | list[str], hypothesis: str | list[str]) -> 
     normalise = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
                                jiwer.Strip(), jiwer.ReduceToListOfListOfWords()])
     return jiwer.wer(reference, hypothesis, reference_transform=normalise, hypothesis_transform=normalise)
+
+
+SpeakerTime = tuple[float, float, str]
+"""(start, end, speaker): a stretch of time and who spoke in it."""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Several voices taking turns in one WAV file, and who spoke when (start, end, voice) as the reference."""
+
+    wav: bytes
+    turns: list[SpeakerTime]
+    text: str
+
+    @property
+    def samples(self) -> np.ndarray:
+        """The recording as 16-kHz mono float32 samples."""
+        with wave.open(io.BytesIO(self.wav)) as audio:
+            return np.frombuffer(audio.readframes(audio.getnframes()), np.int16).astype(np.float32) / 32768
+
+
+def conversation(lines: list[tuple[str, str]], pause_s: float = 0.6) -> Conversation:
+    """``lines`` of (voice, text) read in turn, joined by ``pause_s`` of silence (voices as in ``speak``)."""
+    pause = b"\0\0" * int(SAMPLE_RATE * pause_s)
+    frames, turns, at = [], [], 0.0
+    for voice, text in lines:
+        samples = pcm(speak(text, voice), voice)
+        seconds = len(samples) / 2 / SAMPLE_RATE
+        frames.append(samples + pause)
+        turns.append((round(at, 3), round(at + seconds, 3), voice))
+        at += seconds + pause_s
+    return Conversation(wav=as_wav(b"".join(frames)), turns=turns, text=" ".join(text for _, text in lines))
+
+
+def dialogue(voices: list[str], lines: int, source: Iterator[str]) -> Conversation:
+    """``lines`` turns of one or two sentences each, the voices speaking in rotation."""
+    return conversation([(voices[n % len(voices)], " ".join(itertools.islice(source, 1 + n % 2)))
+                         for n in range(lines)])
+
+
+def attributed(reference: list[SpeakerTime], hypothesis: list[SpeakerTime]) -> dict[str, float]:
+    """Each reference speaker's share of time that the hypothesis gives to the label mapped to them, under the
+    one-to-one mapping of labels to speakers that attributes the most time correctly."""
+    speakers = sorted({s for _, _, s in reference})
+    found = sorted({s for _, _, s in hypothesis})
+    overlap = {(r, h): 0.0 for r in speakers for h in found}
+    for rs, re_, r in reference:
+        for hs, he, h in hypothesis:
+            overlap[r, h] += max(0.0, min(re_, he) - max(rs, hs))
+    padded = found + [None] * max(0, len(speakers) - len(found))
+    best = max(itertools.permutations(padded, len(speakers)),
+               key=lambda labels: sum(overlap.get((r, h), 0.0) for r, h in zip(speakers, labels, strict=True)))
+    spoken = {r: sum(e - s for s, e, who in reference if who == r) for r in speakers}
+    return {r: overlap.get((r, h), 0.0) / spoken[r] for r, h in zip(speakers, best, strict=True)}

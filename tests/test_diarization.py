@@ -1,0 +1,138 @@
+"""Diarization without Ray: senko on flite voices taking turns, naming from reference clips, and the merge of
+speaker turns with a transcript's segments and words."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import numpy as np
+import pytest
+
+from benchmarks.support.speech import (
+    Conversation,
+    SpeakerTime,
+    attributed,
+    conversation,
+    dialogue,
+    missing_tools,
+    sentences,
+)
+from deployments.diarization import (
+    SenkoEngine,
+    TurnIndex,
+    diarized,
+    labels,
+    name_speakers,
+    relabelled,
+    split_by_speaker,
+    voiceprint,
+)
+from deployments.errors import InvalidRequest
+from deployments.pipeline import TranscriptPipeline
+from deployments.schemas import Segment, SpeechEmbeddings, TranscribeOptions, Turn, Word
+from deployments.settings import DiarizerSettings, TranscriberSettings
+
+WINDOW = 30 * 16000
+
+
+@pytest.fixture(scope="module")
+def engine() -> SenkoEngine:
+    if missing := missing_tools():
+        pytest.fail(f"{missing} missing: run `make test`, which installs them")
+    return SenkoEngine(DiarizerSettings())
+
+
+def who_spoke(engine: SenkoEngine, recording: Conversation) -> list[SpeakerTime]:
+    """The engine's turns for a recording cut into 30-s windows, as the downloader sends them."""
+    samples = recording.samples
+    speech = [engine.embed(samples[i:i + WINDOW]).shifted(i / 16000) for i in range(0, samples.size, WINDOW)]
+    turns, _ = engine.cluster(speech)
+    return [(t.start, t.end, t.speaker) for t in turns]
+
+
+@pytest.mark.parametrize("voices", [["flite:rms", "flite:slt"], ["flite:awb", "flite:slt", "flite:kal16"]])
+def test_each_speakers_time_is_attributed_to_them(engine: SenkoEngine, voices: list[str]) -> None:
+    recording = dialogue(voices, lines=3 * len(voices), source=sentences())
+    turns = who_spoke(engine, recording)
+    shares = attributed(recording.turns, turns)
+    assert len({speaker for _, _, speaker in turns}) == len(voices), turns
+    assert min(shares.values()) >= 0.9, shares
+    assert turns[0][2] == "A", "labels are given in order of first speech, as OpenAI's are"
+
+
+def test_speakers_are_named_after_the_reference_clip_of_their_voice(engine: SenkoEngine) -> None:
+    source = sentences()
+    recording = dialogue(["flite:rms", "flite:slt"], lines=4, source=source)
+    _, prints = engine.cluster([engine.embed(recording.samples)])
+    references = {name: voiceprint(engine.embed(conversation([(voice, next(source))]).samples))
+                  for name, voice in (("Ruth", "flite:slt"), ("Rob", "flite:rms"))}
+    named = name_speakers(prints, {k: v for k, v in references.items() if v is not None}, threshold=0.5)
+    assert named == {"A": "Rob", "B": "Ruth"}
+
+
+def test_silence_has_no_speakers(engine: SenkoEngine) -> None:
+    speech = engine.embed(np.zeros(16000 * 3, dtype=np.float32))
+    assert speech.spans == []
+    assert engine.cluster([speech]) == ([], {})
+    assert voiceprint(speech) is None
+
+
+def _word(text: str, start: float, end: float) -> Word:
+    return Word(word=text, start=start, end=end)
+
+
+TURNS = [Turn(start=0.0, end=4.0, speaker="A"), Turn(start=4.0, end=9.0, speaker="B")]
+
+
+def test_a_word_goes_to_the_speaker_whose_turn_covers_most_of_it() -> None:
+    index = TurnIndex(TURNS)
+    assert index.speaker(3.0, 4.4) == "A"
+    assert index.speaker(3.8, 5.0) == "B"
+    assert index.speaker(9.5, 10.0) == "B", "past the last turn: the nearest one"
+    assert TurnIndex([]).speaker(0.0, 1.0) is None
+
+
+def test_a_segment_spanning_a_change_of_speaker_is_split_at_word_boundaries() -> None:
+    words = [_word(" Is", 2.0, 2.5), _word(" it?", 2.6, 3.5), _word(" Yes", 4.2, 4.8), _word(" it", 4.9, 5.2),
+             _word(" is.", 5.3, 6.0)]
+    segment = Segment(id=0, start=1.9, end=6.1, text=" Is it? Yes it is.", tokens=[1, 2], words=words)
+    first, second = split_by_speaker(segment, TurnIndex(TURNS))
+    assert (first.speaker, first.start, first.end, first.text) == ("A", 1.9, 3.5, " Is it?")
+    assert (second.speaker, second.start, second.end, second.text) == ("B", 4.2, 6.1, " Yes it is.")
+    assert second.words == words[2:] and second.tokens == []
+
+
+def test_diarized_segments_are_renumbered_and_named() -> None:
+    segments = [Segment(id=0, start=0.5, end=3.0, text=" Hello."),
+                Segment(id=1, start=3.0, end=6.0, text=" Hi there.",
+                        words=[_word(" Hi", 3.0, 3.6), _word(" there.", 4.5, 6.0)])]
+    result = diarized(segments, TURNS, names={"B": "Ruth"})
+    assert [(s.id, s.speaker, s.text) for s in result] == [(0, "A", " Hello."), (1, "A", " Hi"), (2, "Ruth", " there.")]
+
+
+def test_labels_follow_first_appearance_and_run_past_z() -> None:
+    turns, prints = relabelled([Turn(start=0, end=1, speaker="SPEAKER_02"), Turn(start=1, end=2, speaker="SPEAKER_01")],
+                               {"SPEAKER_01": np.ones(2), "SPEAKER_02": np.zeros(2)})
+    assert [t.speaker for t in turns] == ["A", "B"] and prints["A"].sum() == 0
+    assert list(itertools.islice(labels(), 25, 28)) == ["Z", "AA", "AB"]
+
+
+def test_each_name_goes_to_one_speaker_and_only_above_the_threshold() -> None:
+    prints = {"A": np.array([1.0, 0.0]), "B": np.array([0.9, 0.1]), "C": np.array([0.0, 1.0])}
+    named = name_speakers(prints, {"Ann": np.array([1.0, 0.05]), "Bo": np.array([-1.0, 0.0])}, threshold=0.5)
+    assert named == {"A": "Ann"}
+
+
+def test_embeddings_shift_with_their_window() -> None:
+    speech = SpeechEmbeddings(spans=[(0.5, 2.0)], vectors=np.zeros((1, 192), np.float32))
+    assert speech.shifted(30.0).spans == [(30.5, 32.0)]
+
+
+def test_diarizing_without_a_diarizer_is_a_400_naming_the_setting() -> None:
+    pipeline = TranscriptPipeline(None, None, TranscriberSettings())
+    options = TranscribeOptions(diarize=True)
+    with pytest.raises(InvalidRequest, match="'diarizer' section") as refused:
+        asyncio.run(pipeline.resolve(b"RIFF", "talk.wav", None, "auto", None, options))
+    assert refused.value.status == 400 and refused.value.param == "diarize"
+    assert pipeline.check_diarize(False, "captions") == "captions", "without diarize nothing changes"
