@@ -4,17 +4,23 @@ Ray Serve's ``serve.batch`` (2.60) forms a batch as soon as its first call arriv
 the batch that is running. That suits a fast model; a decoder that takes seconds per batch sees mostly
 batches of one, each formed while the previous one ran (measured: 8 clients gave batches of
 {1: 10, 2: 2, 3: 1, 4: 2}). Here the next batch takes everything that queued meanwhile.
+
+Items submitted as ``urgent`` (a live session's turn) go ahead of every ordinary item still queued, so a
+turn never waits behind a lecture's windows: it joins the next batch that starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+URGENT, ORDINARY = 0, 1
+"""The two lanes, in the order batches take from them."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,10 @@ class Waiting(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
     since: float
+
+
+Queue = asyncio.PriorityQueue[tuple[int, int, Waiting[T, R]]]
+"""Waiting items by (lane, arrival)."""
 
 
 class Batcher(Generic[T, R]):
@@ -43,20 +53,24 @@ class Batcher(Generic[T, R]):
         self.concurrency = concurrency
         self._idle = 0
         """Workers waiting for an item now."""
-        self._queue: asyncio.Queue[Waiting[T, R]] | None = None
+        self._queue: Queue[T, R] | None = None
+        self._order = itertools.count()
+        """Arrival order within a lane (the queue's tie-break, so ``Waiting`` itself is never compared)."""
         self._workers: list[asyncio.Task[None]] = []
 
-    async def submit(self, item: T) -> R:
-        """``run``'s result for ``item``, computed in a batch with whatever else is waiting."""
+    async def submit(self, item: T, urgent: bool = False) -> R:
+        """``run``'s result for ``item``, computed in a batch with whatever else is waiting; an ``urgent`` item
+        is taken before every ordinary one queued."""
         if self._queue is None:  # created on the event loop the calls arrive on
-            self._queue = asyncio.Queue()
+            self._queue = asyncio.PriorityQueue()
             self._workers = [asyncio.create_task(self._work(self._queue)) for _ in range(self.concurrency)]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._queue.put_nowait(Waiting(item, future, loop.time()))
+        lane = URGENT if urgent else ORDINARY
+        self._queue.put_nowait((lane, next(self._order), Waiting(item, future, loop.time())))
         return await future
 
-    async def _work(self, queue: asyncio.Queue[Waiting[T, R]]) -> None:
+    async def _work(self, queue: Queue[T, R]) -> None:
         while True:
             batch = await self._next_batch(queue)
             if not batch:
@@ -75,12 +89,12 @@ class Batcher(Generic[T, R]):
                 if not waiting.future.done():
                     waiting.future.set_result(result)
 
-    async def _next_batch(self, queue: asyncio.Queue[Waiting[T, R]]) -> list[Waiting[T, R]]:
-        """At least one item: this worker's share of what is waiting, topped up for ``wait_s`` when no other
-        worker is free to take what comes next."""
+    async def _next_batch(self, queue: Queue[T, R]) -> list[Waiting[T, R]]:
+        """At least one item: this worker's share of what is waiting (urgent ones first), topped up for ``wait_s``
+        when no other worker is free to take what comes next."""
         self._idle += 1
         try:
-            batch = [await queue.get()]
+            batch = [(await queue.get())[2]]
         finally:
             self._idle -= 1
         deadline = asyncio.get_running_loop().time() + self.wait_s
@@ -88,13 +102,13 @@ class Batcher(Generic[T, R]):
             if not queue.empty():
                 if len(batch) >= self._share(len(batch) + queue.qsize()):
                     break
-                batch.append(queue.get_nowait())
+                batch.append(queue.get_nowait()[2])
                 continue
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self._idle:
                 break
             try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
+                batch.append((await asyncio.wait_for(queue.get(), remaining))[2])
             except asyncio.TimeoutError:
                 break
         return [waiting for waiting in batch if not waiting.future.cancelled()]

@@ -233,11 +233,14 @@ class Transcriber:
         if self.engine.cache.expire_idle():
             self.metrics.models_resident(self.engine.stats()["models_resident"])
 
-    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
-        """One window (at most 30 s), decoded in a batch with the windows waiting with it, from any request."""
+    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions, live: bool = False) -> Transcription:
+        """One window (at most 30 s), decoded in a batch with the windows waiting with it, from any request.
+
+        A ``live`` window (a realtime session's turn) goes ahead of the file windows still queued.
+        """
         name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
         with self.metrics.track("transcribe", name, timed=False):
-            return await self.batcher.submit((samples, options))
+            return await self.batcher.submit((samples, options), urgent=live)
 
     async def _check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """``engine.check``, in a thread when it has to load a model, so the replica keeps serving meanwhile."""

@@ -151,3 +151,31 @@ def test_a_failing_batch_callback_fails_the_batch_instead_of_hanging_it() -> Non
 
     failed, after = asyncio.run(scenario())
     assert isinstance(failed, RuntimeError) and after == 2
+
+
+def batches_before_live_turn(urgent: bool) -> int:
+    """A lecture's 8 windows queue behind a busy batch, then a live turn (100) arrives: batches that ran before it."""
+    model = Model()
+    batcher = Batcher(model.run, max_size=2, wait_s=0.01)
+
+    async def scenario() -> list:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(model.started.wait, 60)
+        lecture = [asyncio.create_task(batcher.submit(item)) for item in range(10, 18)]
+        for _ in range(5):
+            await asyncio.sleep(0)  # the lecture's windows queue first (turns of the event loop, not time)
+        turn = asyncio.create_task(batcher.submit(100, urgent=urgent))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        model.release.set()
+        return await asyncio.gather(first, *lecture, turn)
+
+    answers = asyncio.run(scenario())
+    assert answers == [2, *(2 * i for i in range(10, 18)), 200]
+    return next(n for n, batch in enumerate(model.batches) if 100 in batch)
+
+
+def test_a_live_turn_goes_ahead_of_a_lecture_s_queued_windows() -> None:
+    """Without the lane the turn waits for all 4 batches of the lecture; with it, it joins the next batch."""
+    assert batches_before_live_turn(urgent=False) == 5
+    assert batches_before_live_turn(urgent=True) == 1
