@@ -43,6 +43,8 @@ from serve_app.protocol import (
     TranscriptResponse,
     YoutubeRequest,
 )
+from serve_app.realtime import SessionSlots
+from serve_app.realtime import router as realtime_router
 from serve_app.settings import AppSettings
 
 UPLOAD_CHUNK = 1024 * 1024
@@ -155,6 +157,7 @@ class Graph:
         self.pipeline = TranscriptPipeline(downloader, embedder, settings.transcriber)
         self.handles = {"Transcriber": transcriber, "Embedder": embedder, "Downloader": downloader}
         self.downloader = downloader
+        self.transcriber = transcriber
         self.embedder = embedder
         self.jobs = jobs
         self.started = int(time.time())
@@ -329,7 +332,9 @@ def create_app(graph: Graph) -> FastAPI:
     api.state.graph = graph
     install_error_handlers(api)
     install_access(api, AccessControl(graph.settings.ingress))
+    api.state.realtime_slots = SessionSlots(graph.settings.realtime.max_sessions)
     api.include_router(router)
+    api.include_router(realtime_router)
     return api
 
 

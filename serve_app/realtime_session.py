@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from deployments.audio import SAMPLE_RATE, LivePcm
-from deployments.errors import as_service_error
+from deployments.errors import ServiceError, as_service_error
 from deployments.schemas import Segment, TranscribeOptions, Transcription
+from deployments.store import transcript_key
 from deployments.turns import TurnDetector
 from serve_app.realtime_protocol import (
     Append,
@@ -109,8 +110,11 @@ def agreed(previous: list[str], current: list[str]) -> int:
 class TranscriptionSession:
     """A Realtime transcription session's state; ``receive`` takes each client message, ``send`` gets each reply."""
 
-    def __init__(self, transcribe: Transcribe, send: Send, limits: SessionLimits, config: SessionConfig) -> None:
+    def __init__(self, transcribe: Transcribe, send: Send, limits: SessionLimits, config: SessionConfig,
+                 check_model: Callable[[str | None], str] | None = None) -> None:
         self.transcribe, self.send, self.limits, self.config = transcribe, send, limits, config
+        self.check_model = check_model
+        """Refuses a model the service does not serve (raising a ServiceError) when a session asks for it."""
         self.id = new_id("sess")
         self.beta = False
         self.pcm = LivePcm()
@@ -129,8 +133,22 @@ class TranscriptionSession:
         detection = self.config.turn_detection
         return None if detection is None else TurnDetector(detection.threshold, detection.silence_duration_ms)
 
+    @property
+    def model(self) -> str:
+        """The configured name of the session's model (as requested when nothing checks it)."""
+        requested = self.config.model
+        return self.check_model(requested) if self.check_model is not None else requested or "whisper-1"
+
+    @property
+    def transcript_id(self) -> str | None:
+        """Where the store keeps this session's transcript at close, when it does (``store: true``)."""
+        return transcript_key(f"realtime:{self.id}", self.model) if self.config.store else None
+
+    def _described(self) -> dict[str, Any]:
+        return {**self.config.describe(self.id, self.beta), "transcript_id": self.transcript_id}
+
     async def start(self) -> None:
-        await self.send(event("session.created", session=self.config.describe(self.id, self.beta)))
+        await self.send(event("session.created", session=self._described()))
 
     async def receive(self, message: str | bytes) -> None:
         """One client message; what is wrong with it is an ``error`` event, and the session goes on."""
@@ -157,12 +175,18 @@ class TranscriptionSession:
 
     async def _update(self, update: SessionUpdate | BetaSessionUpdate) -> None:
         self.beta = isinstance(update, BetaSessionUpdate)
-        before = self.config.turn_detection
-        self.config = self.config.updated(update)
+        before, config = self.config.turn_detection, self.config.updated(update)
+        if self.check_model is not None:
+            try:
+                self.check_model(config.model)
+            except ServiceError as error:
+                raise ProtocolError(error.message, error.code, "session.audio.input.transcription.model",
+                                    update.event_id) from None
+        self.config = config
         if self.config.turn_detection != before:
             self.detector = self._detector()
         kind = "transcription_session.updated" if self.beta else "session.updated"
-        await self.send(event(kind, session=self.config.describe(self.id, self.beta)))
+        await self.send(event(kind, session=self._described()))
 
     async def _append(self, append: Append) -> None:
         if len(append.audio) > self.limits.max_append_bytes * 4 // 3 + 4:
