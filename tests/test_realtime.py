@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
 from openai import OpenAI
 
 from benchmarks.speech import missing_tools, realtime_pcm, speak, word_error_rate
 from tests.conftest import Service, until
+from tests.test_faults import driver, replica_names, transcriber_stats  # noqa: F401 - driver is a fixture
 
 pytestmark = pytest.mark.serve
 
@@ -28,6 +30,7 @@ WER_BOUND = 0.35
 CHUNK_BYTES = 9600
 """200 ms of 24-kHz PCM16 an append."""
 ITEM = "conversation.item.input_audio_transcription"
+LOST_TURNS = 4
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +50,12 @@ def append_all(connection: Any, pcm: bytes) -> None:
         connection.input_audio_buffer.append(audio=base64.b64encode(pcm[start:start + CHUNK_BYTES]).decode())
 
 
-def events_until(connection: Any, done: str, count: int = 1) -> Iterator[dict[str, Any]]:
+def events_until(connection: Any, done: str | tuple[str, ...], count: int = 1) -> Iterator[dict[str, Any]]:
     """Server events as dicts (parsed by the client first, as an application would), up to ``count`` of ``done``."""
     seen = 0
     while seen < count:
         event = connection.recv()
-        seen += event.type == done
+        seen += event.type in ((done,) if isinstance(done, str) else done)
         yield event.model_dump()
 
 
@@ -112,3 +115,34 @@ def test_the_client_commits_in_the_beta_form_and_bad_messages_leave_the_session_
     assert not any(e["type"].startswith("input_audio_buffer.speech") for e in events)
     (completed,) = [e for e in events if e["type"] == f"{ITEM}.completed"]
     assert word_error_rate([TURNS[0][1]], [completed["transcript"]]) < WER_BOUND, completed["transcript"]
+
+
+@pytest.mark.usefixtures("driver")
+def test_turns_on_a_lost_transcriber_replica_fail_and_the_session_goes_on(service: Service,
+                                                                         turns_pcm: list[bytes]) -> None:
+    (victim,) = replica_names("Transcriber")
+    long_turn = b"".join(turns_pcm * 3)  # about 25 s; four of them keep the replica busy for seconds
+    with client(service).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        connection.send({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+            "turn_detection": None}}}})
+        for _ in range(LOST_TURNS):
+            append_all(connection, long_turn)
+            connection.input_audio_buffer.commit()
+        until(lambda: transcriber_stats(service)["in_flight"] >= 2, 60, "the turns to reach the replica")
+        ray.kill(ray.get_actor(victim, namespace="serve"))
+        ends = (f"{ITEM}.failed", f"{ITEM}.completed")
+        outcomes = [e for e in events_until(connection, ends, LOST_TURNS) if e["type"] in ends]
+
+        def replaced() -> bool:
+            connection.input_audio_buffer.clear()  # a live client keeps talking while the replica comes back
+            deployments = httpx.get(f"{service.url}/healthz", timeout=10).json()["deployments"]
+            return bool(replica_names("Transcriber") - {victim}) and deployments["Transcriber"] == "HEALTHY"
+
+        until(replaced, 180, "a healthy replacement Transcriber", interval_s=2)
+        append_all(connection, turns_pcm[1])
+        connection.input_audio_buffer.commit()
+        after = [e for e in events_until(connection, f"{ITEM}.completed") if e["type"] == f"{ITEM}.completed"]
+    failed = [e for e in outcomes if e["type"] == f"{ITEM}.failed"]
+    assert failed and all(e["error"]["code"] == "overloaded" for e in failed), outcomes
+    assert len({e["item_id"] for e in outcomes}) == LOST_TURNS, "every turn is reported, failed or completed"
+    assert word_error_rate([TURNS[1][1]], [after[0]["transcript"]]) < WER_BOUND, after[0]["transcript"]
