@@ -5,7 +5,7 @@ the batch that is running. That suits a fast model; a decoder that takes seconds
 batches of one, each formed while the previous one ran (measured: 8 clients gave batches of
 {1: 10, 2: 2, 3: 1, 4: 2}). Here the next batch takes everything that queued meanwhile.
 
-Items submitted as ``urgent`` (a live session's turn) go ahead of every ordinary item still queued, so a
+Items go in lanes: an item is taken before every item of a later lane still queued, so a live session's
 turn never waits behind a lecture's windows: it joins the next batch that starts.
 """
 
@@ -19,8 +19,8 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
-URGENT, ORDINARY = 0, 1
-"""The two lanes, in the order batches take from them."""
+URGENT, SOON, ORDINARY = 0, 1, 2
+"""The lanes, in the order batches take from them."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,14 @@ class Batcher(Generic[T, R]):
         """Arrival order within a lane (the queue's tie-break, so ``Waiting`` itself is never compared)."""
         self._workers: list[asyncio.Task[None]] = []
 
-    async def submit(self, item: T, urgent: bool = False) -> R:
-        """``run``'s result for ``item``, computed in a batch with whatever else is waiting; an ``urgent`` item
-        is taken before every ordinary one queued."""
+    async def submit(self, item: T, lane: int = ORDINARY) -> R:
+        """``run``'s result for ``item``, computed in a batch with whatever else is waiting; it is taken before
+        the items of later lanes (``URGENT``, ``SOON``, ``ORDINARY``) still queued."""
         if self._queue is None:  # created on the event loop the calls arrive on
             self._queue = asyncio.PriorityQueue()
             self._workers = [asyncio.create_task(self._work(self._queue)) for _ in range(self.concurrency)]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        lane = URGENT if urgent else ORDINARY
         self._queue.put_nowait((lane, next(self._order), Waiting(item, future, loop.time())))
         return await future
 
@@ -90,7 +89,7 @@ class Batcher(Generic[T, R]):
                     waiting.future.set_result(result)
 
     async def _next_batch(self, queue: Queue[T, R]) -> list[Waiting[T, R]]:
-        """At least one item: this worker's share of what is waiting (urgent ones first), topped up for ``wait_s``
+        """At least one item: this worker's share of what is waiting (earlier lanes first), topped up for ``wait_s``
         when no other worker is free to take what comes next."""
         self._idle += 1
         try:

@@ -13,13 +13,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from ray import serve
 
 from deployments.audio import SAMPLE_RATE
-from deployments.batcher import Batcher
+from deployments.batcher import ORDINARY, SOON, URGENT, Batcher
 from deployments.cuda_stack import encode_once, on_gpu, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.gpu_budget import VramBudget, assigned_gpu_share
@@ -233,14 +233,17 @@ class Transcriber:
         if self.engine.cache.expire_idle():
             self.metrics.models_resident(self.engine.stats()["models_resident"])
 
-    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions, live: bool = False) -> Transcription:
+    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions,
+                         live: Literal["turn", "partial"] | None = None) -> Transcription:
         """One window (at most 30 s), decoded in a batch with the windows waiting with it, from any request.
 
-        A ``live`` window (a realtime session's turn) goes ahead of the file windows still queued.
+        A realtime session's committed ``turn`` goes ahead of everything queued, then its ``partial`` decodings
+        of a turn still spoken (they only feed deltas), then file windows.
         """
         name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
+        lane = {"turn": URGENT, "partial": SOON, None: ORDINARY}[live]
         with self.metrics.track("transcribe", name, timed=False):
-            return await self.batcher.submit((samples, options), urgent=live)
+            return await self.batcher.submit((samples, options), lane)
 
     async def _check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """``engine.check``, in a thread when it has to load a model, so the replica keeps serving meanwhile."""

@@ -5,7 +5,7 @@ The route is thin: it checks the caller's key (``Authorization: Bearer`` or, fro
 Ingress replica (one more is refused with close code 1013, never queued), and relays messages between
 the socket and a ``TranscriptionSession`` until the client leaves, goes quiet for ``idle_timeout_s`` or
 stays past ``max_session_s``. Turns go to the Transcriber through its handle as ``live`` windows, which
-take the batcher's urgent lane. With ``store`` (a query parameter or session field) the session's
+take the batcher's first lanes. With ``store`` (a query parameter or session field) the session's
 transcript is kept at close like any other, searchable with its turns' times.
 """
 
@@ -111,9 +111,9 @@ class Socket:
 
 
 def live_decoder(graph: Graph) -> Transcribe:
-    """Turns to the Transcriber, in its urgent lane."""
-    async def transcribe(samples: np.ndarray, options: TranscribeOptions) -> Transcription:
-        return await graph.transcriber.transcribe.remote(samples, options, live=True)
+    """Turns to the Transcriber in its live lanes: committed turns first, then partial decodings."""
+    async def transcribe(samples: np.ndarray, options: TranscribeOptions, committed: bool) -> Transcription:
+        return await graph.transcriber.transcribe.remote(samples, options, live="turn" if committed else "partial")
     return transcribe
 
 

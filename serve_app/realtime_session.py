@@ -45,7 +45,8 @@ from serve_app.realtime_protocol import (
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Transcribe = Callable[[np.ndarray, TranscribeOptions], Awaitable[Transcription]]
+Transcribe = Callable[[np.ndarray, TranscribeOptions, bool], Awaitable[Transcription]]
+"""Decodes a turn's samples; the flag says whether the turn is committed (else: a partial for deltas)."""
 ITEM_EVENT = "conversation.item.input_audio_transcription"
 TAIL_MS = 200
 """Audio kept after the detected end of speech, so a word's fading end is not cut."""
@@ -253,7 +254,7 @@ class TranscriptionSession:
         """The committed turn's transcript (``completed``), or why there is none (``failed``), sent after the turn
         ``before`` it, so captions arrive in the order they were spoken."""
         try:
-            result = await self.transcribe(samples, self._options())
+            result = await self.transcribe(samples, self._options(), True)
         except Exception as error:  # the turn fails; the session goes on
             await _after(before)
             await self.send(event(f"{ITEM_EVENT}.failed", item_id=item_id, content_index=0, error=_failure(error)))
@@ -279,7 +280,7 @@ class TranscriptionSession:
     async def _delta(self, turn: Turn, samples: np.ndarray) -> None:
         """The words this decoding and the one before agree on, past those already sent, as a ``delta``."""
         try:
-            words = _words((await self.transcribe(samples, self._options())).text)
+            words = _words((await self.transcribe(samples, self._options(), False)).text)
         except Exception as error:  # a partial that fails is skipped; the committed turn reports failures
             log.info("partial decoding of %s failed: %s", turn.item_id, error)
             return

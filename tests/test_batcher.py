@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from deployments.batcher import Batcher
+from deployments.batcher import ORDINARY, SOON, URGENT, Batcher
 
 
 class Model:
@@ -153,7 +153,7 @@ def test_a_failing_batch_callback_fails_the_batch_instead_of_hanging_it() -> Non
     assert isinstance(failed, RuntimeError) and after == 2
 
 
-def batches_before_live_turn(urgent: bool) -> int:
+def batches_before_live_turn(lane: int) -> int:
     """A lecture's 8 windows queue behind a busy batch, then a live turn (100) arrives: batches that ran before it."""
     model = Model()
     batcher = Batcher(model.run, max_size=2, wait_s=0.01)
@@ -164,7 +164,7 @@ def batches_before_live_turn(urgent: bool) -> int:
         lecture = [asyncio.create_task(batcher.submit(item)) for item in range(10, 18)]
         for _ in range(5):
             await asyncio.sleep(0)  # the lecture's windows queue first (turns of the event loop, not time)
-        turn = asyncio.create_task(batcher.submit(100, urgent=urgent))
+        turn = asyncio.create_task(batcher.submit(100, lane))
         for _ in range(5):
             await asyncio.sleep(0)
         model.release.set()
@@ -177,5 +177,24 @@ def batches_before_live_turn(urgent: bool) -> int:
 
 def test_a_live_turn_goes_ahead_of_a_lecture_s_queued_windows() -> None:
     """Without the lane the turn waits for all 4 batches of the lecture; with it, it joins the next batch."""
-    assert batches_before_live_turn(urgent=False) == 5
-    assert batches_before_live_turn(urgent=True) == 1
+    assert batches_before_live_turn(ORDINARY) == 5
+    assert batches_before_live_turn(URGENT) == 1
+
+
+def test_lanes_are_taken_in_order_and_in_arrival_order_within_one() -> None:
+    """File windows, then a partial decoding, then a committed turn queue behind a busy batch: turn, partial, files."""
+    model = Model()
+    batcher = Batcher(model.run, max_size=1, wait_s=0.01)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(model.started.wait, 60)
+        queued = [asyncio.create_task(batcher.submit(item, lane)) for item, lane in
+                  [(10, ORDINARY), (11, ORDINARY), (20, SOON), (30, URGENT)]]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        model.release.set()
+        await asyncio.gather(first, *queued)
+
+    asyncio.run(scenario())
+    assert model.batches == [[1], [30], [20], [10], [11]]

@@ -77,7 +77,7 @@ class Recorder:
 
 
 def decoder(engine: WhisperEngine):
-    async def transcribe(samples: np.ndarray, options: TranscribeOptions) -> Transcription:
+    async def transcribe(samples: np.ndarray, options: TranscribeOptions, committed: bool) -> Transcription:
         return (await asyncio.to_thread(engine.transcribe_batch, [samples], [options]))[0]
     return transcribe
 
@@ -211,7 +211,7 @@ class Scripted:
     def __init__(self, texts: list[str | None]) -> None:
         self.texts = iter(texts)
 
-    async def __call__(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
+    async def __call__(self, samples: np.ndarray, options: TranscribeOptions, committed: bool) -> Transcription:
         text = next(self.texts)
         if text is None:
             raise Overloaded("the Transcriber replica was lost")
