@@ -172,19 +172,22 @@ def batches_before_live_turn(lane: int) -> int:
 
     answers = asyncio.run(scenario())
     assert answers == [2, *(2 * i for i in range(10, 18)), 200]
-    return next(n for n, batch in enumerate(model.batches) if 100 in batch)
+    (turn_batch,) = [batch for batch in model.batches if 100 in batch]
+    assert lane == ORDINARY or turn_batch == [100], "a live turn never waits for file windows in its batch"
+    return model.batches.index(turn_batch)
 
 
 def test_a_live_turn_goes_ahead_of_a_lecture_s_queued_windows() -> None:
-    """Without the lane the turn waits for all 4 batches of the lecture; with it, it joins the next batch."""
+    """Without the lane the turn waits for all 4 batches of the lecture; with it, it is the next batch, alone."""
     assert batches_before_live_turn(ORDINARY) == 5
     assert batches_before_live_turn(URGENT) == 1
 
 
-def test_lanes_are_taken_in_order_and_in_arrival_order_within_one() -> None:
-    """File windows, then a partial decoding, then a committed turn queue behind a busy batch: turn, partial, files."""
+def test_live_lanes_go_first_together_and_file_windows_after_them() -> None:
+    """File windows, then a partial decoding, then a committed turn queue behind a busy batch: the turn and the
+    partial decode together, the files after them, in their own batch."""
     model = Model()
-    batcher = Batcher(model.run, max_size=1, wait_s=0.01)
+    batcher = Batcher(model.run, max_size=4, wait_s=0.01)
 
     async def scenario() -> None:
         first = asyncio.create_task(batcher.submit(1))
@@ -197,4 +200,4 @@ def test_lanes_are_taken_in_order_and_in_arrival_order_within_one() -> None:
         await asyncio.gather(first, *queued)
 
     asyncio.run(scenario())
-    assert model.batches == [[1], [30], [20], [10], [11]]
+    assert model.batches == [[1], [30, 20], [10, 11]]
