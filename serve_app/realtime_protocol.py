@@ -76,32 +76,33 @@ class BetaSession(Lenient):
     store: bool | None = None
 
 
-class SessionUpdate(Lenient):
-    type: Literal["session.update"]
+class Event(Lenient):
+    """A client event; ``event_id`` (optional) is echoed in the ``error`` it may cause."""
+
     event_id: str | None = None
+
+
+class SessionUpdate(Event):
+    type: Literal["session.update"]
     session: Session
 
 
-class BetaSessionUpdate(Lenient):
+class BetaSessionUpdate(Event):
     type: Literal["transcription_session.update"]
-    event_id: str | None = None
     session: BetaSession
 
 
-class Append(Lenient):
+class Append(Event):
     type: Literal["input_audio_buffer.append"]
-    event_id: str | None = None
     audio: str
 
 
-class Commit(Lenient):
+class Commit(Event):
     type: Literal["input_audio_buffer.commit"]
-    event_id: str | None = None
 
 
-class Clear(Lenient):
+class Clear(Event):
     type: Literal["input_audio_buffer.clear"]
-    event_id: str | None = None
 
 
 ClientEvent = Annotated[SessionUpdate | BetaSessionUpdate | Append | Commit | Clear, Field(discriminator="type")]
