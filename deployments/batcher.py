@@ -23,6 +23,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 URGENT, SOON, ORDINARY = 0, 1, 2
 """The lanes, in the order batches take from them."""
+RESERVE_FOR_S = 30.0
+"""How long after the last urgent item the ``reserved`` workers are kept for urgent items."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,25 @@ class Batcher(Generic[T, R]):
     each, at once, rather than both on one while the other waits. An item that finds every other worker
     busy waits at most ``wait_s`` for company. Results go back to each caller in its order; a failure of
     ``run`` fails every caller of that batch. A caller that went away is left out.
+
+    While urgent items come (one in the last ``RESERVE_FOR_S``), ``reserved`` workers run only batches an
+    urgent item starts, so an urgent item waits for no batch already running; otherwise every worker takes
+    any lane.
     """
 
     def __init__(self, run: Callable[[list[T]], list[R]], max_size: int, wait_s: float, concurrency: int = 1,
-                 on_batch: Callable[[list[float]], None] | None = None) -> None:
+                 on_batch: Callable[[list[float]], None] | None = None, reserved: int = 0) -> None:
+        if not 0 <= reserved < concurrency:
+            raise ValueError("reserved workers must be fewer than all of them")
         self.run, self.max_size, self.wait_s, self.on_batch = run, max_size, wait_s, on_batch
-        self.concurrency = concurrency
+        self.concurrency, self.reserved = concurrency, reserved
         self._idle = 0
         """Workers waiting for an item now."""
+        self._others = 0
+        """Workers running a batch that a non-urgent item started."""
+        self._urgent_at: float | None = None
+        self._changed: asyncio.Event | None = None
+        """Set when an item arrives or a batch ends: what a worker held back for the reserve waits for."""
         self._queue: Queue[T, R] | None = None
         self._order = itertools.count()
         """Arrival order within a lane (the queue's tie-break, so ``Waiting`` itself is never compared)."""
@@ -63,20 +76,32 @@ class Batcher(Generic[T, R]):
     async def submit(self, item: T, lane: int = ORDINARY) -> R:
         """``run``'s result for ``item``, computed in a batch with whatever else is waiting; it is taken before
         the items of later lanes (``URGENT``, ``SOON``, ``ORDINARY``) still queued."""
-        if self._queue is None:  # created on the event loop the calls arrive on
-            self._queue = asyncio.PriorityQueue()
-            self._workers = [asyncio.create_task(self._work(self._queue)) for _ in range(self.concurrency)]
+        if self._queue is None or self._changed is None:  # created on the event loop the calls arrive on
+            self._queue, self._changed = asyncio.PriorityQueue(), asyncio.Event()
+            self._workers = [asyncio.create_task(self._work(self._queue, self._changed))
+                             for _ in range(self.concurrency)]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
+        if lane == URGENT:
+            self._urgent_at = loop.time()
         self._queue.put_nowait((lane, next(self._order), Waiting(item, future, loop.time())))
+        self._changed.set()
         return await future
 
-    async def _work(self, queue: Queue[T, R]) -> None:
+    async def _work(self, queue: Queue[T, R], changed: asyncio.Event) -> None:
         while True:
-            batch = await self._next_batch(queue)
-            if not batch:
-                continue
-            try:  # whatever fails, every caller of the batch hears of it and the worker goes on
+            lane, batch = await self._next_batch(queue, changed)
+            self._others += lane != URGENT
+            try:
+                await self._run(batch)
+            finally:
+                self._others -= lane != URGENT
+                changed.set()
+
+    async def _run(self, batch: list[Waiting[T, R]]) -> None:
+        """One batch; whatever fails, every caller of the batch hears of it and the worker goes on."""
+        if batch:
+            try:
                 if self.on_batch is not None:
                     now = asyncio.get_running_loop().time()
                     self.on_batch([now - waiting.since for waiting in batch])
@@ -85,19 +110,25 @@ class Batcher(Generic[T, R]):
                 for waiting in batch:
                     if not waiting.future.done():
                         waiting.future.set_exception(error)
-                continue
+                return
             for waiting, result in zip(batch, results, strict=True):
                 if not waiting.future.done():
                     waiting.future.set_result(result)
 
-    async def _next_batch(self, queue: Queue[T, R]) -> list[Waiting[T, R]]:
-        """At least one item: this worker's share of what is waiting (earlier lanes first), topped up for ``wait_s``
-        when no other worker is free to take what comes next."""
-        self._idle += 1
-        try:
-            lead = await queue.get()
-        finally:
-            self._idle -= 1
+    async def _next_batch(self, queue: Queue[T, R], changed: asyncio.Event) -> tuple[int, list[Waiting[T, R]]]:
+        """The lane of the item that starts it, and at least one item: this worker's share of what is waiting
+        (earlier lanes first), topped up for ``wait_s`` when no other worker is free to take what comes next."""
+        while True:
+            self._idle += 1
+            try:
+                lead = await queue.get()
+            finally:
+                self._idle -= 1
+            if lead[0] == URGENT or not self._held_for_urgent():
+                break
+            queue.put_nowait(lead)
+            changed.clear()
+            await changed.wait()
         batch = [lead[2]]
         deadline = asyncio.get_running_loop().time() + self.wait_s
         while len(batch) < self.max_size:
@@ -117,7 +148,13 @@ class Batcher(Generic[T, R]):
                 queue.put_nowait(entry)  # back in its place: (lane, arrival) orders the queue
                 break
             batch.append(entry[2])
-        return [waiting for waiting in batch if not waiting.future.cancelled()]
+        return lead[0], [waiting for waiting in batch if not waiting.future.cancelled()]
+
+    def _held_for_urgent(self) -> bool:
+        """Whether this worker is one of the reserve now: urgent items came lately and the others are busy."""
+        now = asyncio.get_running_loop().time()
+        recent = self._urgent_at is not None and now - self._urgent_at < RESERVE_FOR_S
+        return recent and self._others >= self.concurrency - self.reserved
 
     def _share(self, waiting: int) -> int:
         """How many of ``waiting`` items one worker takes: an even share with the workers idle beside it."""

@@ -216,7 +216,7 @@ class Transcriber:
         self.batch_sizes: Counter[int] = Counter()
         self.batcher: Batcher[Window, Transcription] = Batcher(
             self._decode, settings.max_batch_size, settings.batch_wait_timeout_s, concurrency=settings.num_workers,
-            on_batch=self._count_batch)
+            on_batch=self._count_batch, reserved=settings.live_workers)
         if self.budget is not None:
             warm_up(self.engine, self.budget)
         self.metrics.models_resident(self.engine.stats()["models_resident"])

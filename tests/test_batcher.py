@@ -201,3 +201,28 @@ def test_live_lanes_go_first_together_and_file_windows_after_them() -> None:
 
     asyncio.run(scenario())
     assert model.batches == [[1], [30, 20], [10, 11]]
+
+
+def test_a_reserved_worker_is_kept_for_urgent_items_while_they_come() -> None:
+    """With one of two workers reserved, a turn never waits for file batches: the second file waits instead."""
+    release, batches = threading.Event(), []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if items[0] < 100:  # file windows decode until released
+            release.wait(timeout=60)
+        return items
+
+    async def scenario() -> None:
+        batcher = Batcher(run, max_size=1, wait_s=0.01, concurrency=2, reserved=1)
+        await batcher.submit(100, URGENT)  # live turns are coming
+        files = [asyncio.create_task(batcher.submit(item)) for item in (1, 2)]
+        for _ in range(5):
+            await asyncio.sleep(0)  # both files queue (turns of the event loop, not time)
+        assert await asyncio.wait_for(batcher.submit(101, URGENT), 30) == 101, "the turn ran beside file 1"
+        assert [2] not in batches, "file 2 waited instead of taking the reserved worker"
+        release.set()
+        await asyncio.gather(*files)
+
+    asyncio.run(scenario())
+    assert sorted(batches) == [[1], [2], [100], [101]]
