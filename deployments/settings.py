@@ -80,6 +80,9 @@ class TranscriberSettings(Section):
     num_workers: int = Field(
         1, ge=1, description="Batches decoded at once (CTranslate2's parallel workers sharing the model)."
     )
+    live_workers: int = Field(
+        0, ge=0, description="Of num_workers, those kept for realtime turns while turns come (fewer than all)."
+    )
     max_models: int = Field(
         2, ge=1, description="Models one replica keeps loaded at most (LRU); the default is one and is never evicted."
     )
@@ -107,6 +110,8 @@ class TranscriberSettings(Section):
                 raise ValueError(f"languages.{name}: {name!r} is not a key of models")
             if not languages:
                 raise ValueError(f"languages.{name} is empty; leave the model out to serve every language")
+        if self.live_workers >= self.num_workers:
+            raise ValueError("live_workers must be fewer than num_workers: file windows need one to decode on")
         if len(self.models) > 1 and self.max_models < 2:
             raise ValueError("max_models must be at least 2 when models other than the default are allowed: "
                              "the default stays loaded and takes one place")

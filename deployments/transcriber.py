@@ -12,13 +12,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from ray import serve
 
 from deployments.audio import SAMPLE_RATE
-from deployments.batcher import Batcher
+from deployments.batcher import ORDINARY, SOON, URGENT, Batcher
 from deployments.cuda_stack import encode_once, on_gpu, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.gpu_budget import VramBudget, assigned_gpu_share
@@ -215,7 +215,7 @@ class Transcriber:
         self.engine = WhisperEngine(settings, on_load=self._loaded)
         self.batcher: Batcher[Window, Transcription] = Batcher(
             self._decode, settings.max_batch_size, settings.batch_wait_timeout_s, concurrency=settings.num_workers,
-            on_batch=self._count_batch)
+            on_batch=self._count_batch, reserved=settings.live_workers)
         if self.budget is not None:
             warm_up(self.engine, self.budget)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
@@ -231,11 +231,17 @@ class Transcriber:
         if self.engine.cache.expire_idle():
             self.metrics.models_resident(self.engine.stats()["models_resident"])
 
-    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcription:
-        """One window (at most 30 s), decoded in a batch with the windows waiting with it, from any request."""
+    async def transcribe(self, samples: np.ndarray, options: TranscribeOptions,
+                         live: Literal["turn", "partial"] | None = None) -> Transcription:
+        """One window (at most 30 s), decoded in a batch with the windows waiting with it, from any request.
+
+        A realtime session's committed ``turn`` goes ahead of everything queued, then its ``partial`` decodings
+        of a turn still spoken (they only feed deltas), then file windows.
+        """
         name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
+        lane = {"turn": URGENT, "partial": SOON, None: ORDINARY}[live]
         with self.metrics.track("transcribe", name, timed=False):
-            return await self.batcher.submit((samples, options))
+            return await self.batcher.submit((samples, options), lane)
 
     async def _check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """``engine.check``, in a thread when it has to load a model, so the replica keeps serving meanwhile."""

@@ -54,6 +54,8 @@ from serve_app.protocol import (
     YoutubeRequest,
     known_speakers,
 )
+from serve_app.realtime import SessionSlots
+from serve_app.realtime import router as realtime_router
 from serve_app.settings import AppSettings
 from serve_app.web import install as install_page
 
@@ -212,6 +214,7 @@ class Graph:
         self.pipeline = TranscriptPipeline(downloader, embedder, settings.transcriber, diarizer)
         self.handles = {"Transcriber": transcriber, "Embedder": embedder, "Downloader": downloader,
                         **({"Diarizer": diarizer} if diarizer is not None else {})}
+        self.transcriber = transcriber
         self.embedder = embedder
         self.jobs = jobs
         self.started = int(time.time())
@@ -382,7 +385,9 @@ def create_app(graph: Graph) -> FastAPI:
     api.state.graph = graph
     install_error_handlers(api)
     install_access(api, AccessControl(graph.settings.ingress))
+    api.state.realtime_slots = SessionSlots(graph.settings.realtime.max_sessions)
     api.include_router(router)
+    api.include_router(realtime_router)
     install_page(api)
     return api
 

@@ -32,10 +32,21 @@ class IngressSettings(Section):
     rate_limit_per_minute: int | None = Field(None, ge=1, description="Requests a minute per key (per replica).")
 
 
+class RealtimeSettings(Section):
+    """Live transcription sessions (``/v1/realtime``): how many, how long, how much at once."""
+
+    max_sessions: int = Field(8, ge=0, description="Sessions open at once per Ingress replica; past it, refused.")
+    max_session_s: float = Field(3600, gt=0, description="Longest a session may stay open.")
+    idle_timeout_s: float = Field(60, gt=0, description="A session that sends nothing this long is closed.")
+    max_append_bytes: int = Field(1024 * 1024, gt=0, description="Audio bytes one input_audio_buffer.append may carry.")
+    delta_interval_s: float = Field(1.0, gt=0, description="New audio after which a turn in progress is decoded again.")
+
+
 class AppSettings(Section):
     """The whole application's ``args``."""
 
     ingress: IngressSettings = Field(default_factory=IngressSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     downloader: DownloaderSettings = Field(default_factory=DownloaderSettings)
     transcriber: TranscriberSettings = Field(default_factory=TranscriberSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)

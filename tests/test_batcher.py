@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from deployments.batcher import Batcher
+from deployments.batcher import ORDINARY, SOON, URGENT, Batcher
 
 
 class Model:
@@ -151,3 +151,78 @@ def test_a_failing_batch_callback_fails_the_batch_instead_of_hanging_it() -> Non
 
     failed, after = asyncio.run(scenario())
     assert isinstance(failed, RuntimeError) and after == 2
+
+
+def batches_before_live_turn(lane: int) -> int:
+    """A lecture's 8 windows queue behind a busy batch, then a live turn (100) arrives: batches that ran before it."""
+    model = Model()
+    batcher = Batcher(model.run, max_size=2, wait_s=0.01)
+
+    async def scenario() -> list:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(model.started.wait, 60)
+        lecture = [asyncio.create_task(batcher.submit(item)) for item in range(10, 18)]
+        for _ in range(5):
+            await asyncio.sleep(0)  # the lecture's windows queue first (turns of the event loop, not time)
+        turn = asyncio.create_task(batcher.submit(100, lane))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        model.release.set()
+        return await asyncio.gather(first, *lecture, turn)
+
+    answers = asyncio.run(scenario())
+    assert answers == [2, *(2 * i for i in range(10, 18)), 200]
+    (turn_batch,) = [batch for batch in model.batches if 100 in batch]
+    assert lane == ORDINARY or turn_batch == [100], "a live turn never waits for file windows in its batch"
+    return model.batches.index(turn_batch)
+
+
+def test_a_live_turn_goes_ahead_of_a_lecture_s_queued_windows() -> None:
+    """Without the lane the turn waits for all 4 batches of the lecture; with it, it is the next batch, alone."""
+    assert batches_before_live_turn(ORDINARY) == 5
+    assert batches_before_live_turn(URGENT) == 1
+
+
+def test_live_lanes_go_first_together_and_file_windows_after_them() -> None:
+    """File windows, then a partial decoding, then a committed turn queue behind a busy batch: the turn and the
+    partial decode together, the files after them, in their own batch."""
+    model = Model()
+    batcher = Batcher(model.run, max_size=4, wait_s=0.01)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(model.started.wait, 60)
+        queued = [asyncio.create_task(batcher.submit(item, lane)) for item, lane in
+                  [(10, ORDINARY), (11, ORDINARY), (20, SOON), (30, URGENT)]]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        model.release.set()
+        await asyncio.gather(first, *queued)
+
+    asyncio.run(scenario())
+    assert model.batches == [[1], [30, 20], [10, 11]]
+
+
+def test_a_reserved_worker_is_kept_for_urgent_items_while_they_come() -> None:
+    """With one of two workers reserved, a turn never waits for file batches: the second file waits instead."""
+    release, batches = threading.Event(), []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if items[0] < 100:  # file windows decode until released
+            release.wait(timeout=60)
+        return items
+
+    async def scenario() -> None:
+        batcher = Batcher(run, max_size=1, wait_s=0.01, concurrency=2, reserved=1)
+        await batcher.submit(100, URGENT)  # live turns are coming
+        files = [asyncio.create_task(batcher.submit(item)) for item in (1, 2)]
+        for _ in range(5):
+            await asyncio.sleep(0)  # both files queue (turns of the event loop, not time)
+        assert await asyncio.wait_for(batcher.submit(101, URGENT), 30) == 101, "the turn ran beside file 1"
+        assert [2] not in batches, "file 2 waited instead of taking the reserved worker"
+        release.set()
+        await asyncio.gather(*files)
+
+    asyncio.run(scenario())
+    assert sorted(batches) == [[1], [2], [100], [101]]

@@ -125,6 +125,12 @@ def speak(text: str, voice: str) -> bytes:
         return path.read_bytes()
 
 
+def realtime_pcm(wav: bytes) -> bytes:
+    """A WAV file as OpenAI's Realtime input: raw PCM16, little-endian, mono at 24 kHz (resampled by ffmpeg)."""
+    return subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1",
+                           "-ar", "24000", "pipe:1"], input=wav, check=True, capture_output=True).stdout
+
+
 def seconds_of(wav: bytes) -> float:
     with wave.open(io.BytesIO(wav)) as audio:
         return audio.getnframes() / audio.getframerate()

@@ -1,0 +1,332 @@
+"""One Realtime transcription session as plain Python: client events in, server events out, turns to a decoder.
+
+The session holds the audio since the last commit at 16 kHz. With server VAD a turn starts where speech
+starts (less ``prefix_padding_ms``) and is committed where it stops; without it the client commits. While a
+turn is still being spoken it is decoded again every ``delta_interval_s`` of new audio, and the words two
+decodings in a row agree on are sent as ``delta`` events (so a delta is never taken back); the committed
+turn is decoded once more for ``completed``. A turn reaches ``max_turn_s`` (Whisper's 30-s window) only
+by running on without a pause: it is committed there. ``transcribe`` is how a turn reaches a decoder (the
+Transcriber through its handle, in the app); a failure of it is that turn's ``failed`` event, and the
+session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deployments.audio import SAMPLE_RATE, LivePcm
+from deployments.errors import ServiceError, as_service_error
+from deployments.schemas import Segment, TranscribeOptions, Transcription
+from deployments.store import transcript_key
+from deployments.turns import TurnDetector
+from serve_app.realtime_protocol import (
+    Append,
+    BetaSessionUpdate,
+    Clear,
+    Commit,
+    ProtocolError,
+    SessionConfig,
+    SessionUpdate,
+    error_event,
+    event,
+    new_id,
+    parse_event,
+)
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Transcribe = Callable[[np.ndarray, TranscribeOptions, bool], Awaitable[Transcription]]
+"""Decodes a turn's samples; the flag says whether the turn is committed (else: a partial for deltas)."""
+ITEM_EVENT = "conversation.item.input_audio_transcription"
+TAIL_MS = 200
+"""Audio kept after the detected end of speech, so a word's fading end is not cut."""
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """What one session may send and how often its growing turn is decoded (from the ingress's settings)."""
+
+    max_append_bytes: int = 1024 * 1024
+    min_commit_ms: int = 100
+    max_turn_s: float = 30.0
+    delta_interval_s: float = 1.0
+
+
+@dataclass
+class Turn:
+    """The audio since the last commit, its place in the stream, and what its deltas have said so far."""
+
+    item_id: str
+    start: int
+    """Stream index (16 kHz) of the first sample held."""
+    audio: list[np.ndarray] = field(default_factory=list)
+    held: int = 0
+    decoded_at: int = 0
+    """``held`` when the last partial decoding started."""
+    previous: list[str] = field(default_factory=list)
+    sent: int = 0
+    """Words of the agreed prefix already sent as deltas."""
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self.audio) if self.audio else np.zeros(0, dtype=np.float32)
+
+    def add(self, samples: np.ndarray) -> None:
+        self.audio.append(samples)
+        self.held += samples.size
+
+    def keep_from(self, sample: int) -> None:
+        """Drop what came before stream index ``sample`` (silence before a turn)."""
+        whole = self.samples()[max(0, sample - self.start):]
+        self.audio, self.held, self.start = [whole], whole.size, max(sample, self.start)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _normal(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def agreed(previous: list[str], current: list[str]) -> int:
+    """How many leading words two decodings of a growing turn agree on (case and punctuation aside)."""
+    count = 0
+    for old, new in zip(previous, current, strict=False):
+        if _normal(old) != _normal(new):
+            break
+        count += 1
+    return count
+
+
+class TranscriptionSession:
+    """A Realtime transcription session's state; ``receive`` takes each client message, ``send`` gets each reply."""
+
+    def __init__(self, transcribe: Transcribe, send: Send, limits: SessionLimits, config: SessionConfig,
+                 check_model: Callable[[str | None], str] | None = None) -> None:
+        self.transcribe, self.send, self.limits, self.config = transcribe, send, limits, config
+        self.check_model = check_model
+        """Refuses a model the service does not serve (raising a ServiceError) when a session asks for it."""
+        self.id = new_id("sess")
+        self.beta = False
+        self.pcm = LivePcm()
+        self.heard = 0
+        """16-kHz samples received so far."""
+        self.turn = Turn(new_id("item"), 0)
+        self.detector = self._detector()
+        self.previous_item: str | None = None
+        self.segments: list[Segment] = []
+        """Each completed turn's transcript at its place in the session (for the store)."""
+        self._partial: asyncio.Task[None] | None = None
+        self._finals: set[asyncio.Task[None]] = set()
+        self._last_final: asyncio.Task[None] | None = None
+
+    def _detector(self) -> TurnDetector | None:
+        detection = self.config.turn_detection
+        return None if detection is None else TurnDetector(detection.threshold, detection.silence_duration_ms)
+
+    @property
+    def model(self) -> str:
+        """The configured name of the session's model (as requested when nothing checks it)."""
+        requested = self.config.model
+        return self.check_model(requested) if self.check_model is not None else requested or "whisper-1"
+
+    @property
+    def transcript_id(self) -> str | None:
+        """Where the store keeps this session's transcript at close, when it does (``store: true``)."""
+        return transcript_key(f"realtime:{self.id}", self.model) if self.config.store else None
+
+    def _described(self) -> dict[str, Any]:
+        return {**self.config.describe(self.id, self.beta), "transcript_id": self.transcript_id}
+
+    async def start(self) -> None:
+        await self.send(event("session.created", session=self._described()))
+
+    async def receive(self, message: str | bytes) -> None:
+        """One client message; what is wrong with it is an ``error`` event, and the session goes on."""
+        try:
+            if isinstance(message, bytes):
+                raise ProtocolError("send events as JSON text messages", "invalid_event")
+            await self._dispatch(parse_event(message))
+        except ProtocolError as error:
+            await self.send(error_event(error.message, error.code, error.param, error.event_id))
+
+    async def _dispatch(self, parsed: SessionUpdate | BetaSessionUpdate | Append | Commit | Clear) -> None:
+        if isinstance(parsed, SessionUpdate | BetaSessionUpdate):
+            await self._update(parsed)
+        elif isinstance(parsed, Append):
+            await self._append(parsed)
+        elif isinstance(parsed, Commit):
+            await self._commit(parsed.event_id)
+        else:
+            self._drop_partial()
+            self.turn = Turn(self.turn.item_id, self.heard)
+            if self.detector is not None:
+                self.detector.reset()
+            await self.send(event("input_audio_buffer.cleared"))
+
+    async def _update(self, update: SessionUpdate | BetaSessionUpdate) -> None:
+        self.beta = isinstance(update, BetaSessionUpdate)
+        before, config = self.config.turn_detection, self.config.updated(update)
+        if self.check_model is not None:
+            try:
+                self.check_model(config.model)
+            except ServiceError as error:
+                raise ProtocolError(error.message, error.code, "session.audio.input.transcription.model",
+                                    update.event_id) from None
+        self.config = config
+        if self.config.turn_detection != before:
+            self.detector = self._detector()
+        kind = "transcription_session.updated" if self.beta else "session.updated"
+        await self.send(event(kind, session=self._described()))
+
+    async def _append(self, append: Append) -> None:
+        if len(append.audio) > self.limits.max_append_bytes * 4 // 3 + 4:
+            raise ProtocolError(f"an append may carry at most {self.limits.max_append_bytes} bytes of audio; "
+                                "send it in smaller pieces", "audio_too_large", "audio", append.event_id)
+        try:
+            pcm = base64.b64decode(append.audio, validate=True)
+        except binascii.Error:
+            raise ProtocolError("audio is not valid base64", "invalid_audio", "audio", append.event_id) from None
+        if len(pcm) % 2:
+            raise ProtocolError("audio must be whole 16-bit samples (an even number of bytes)", "invalid_audio",
+                                "audio", append.event_id)
+        samples = self.pcm(pcm)
+        self.heard += samples.size
+        self.turn.add(samples)
+        if self.detector is not None:
+            await self._detect(samples)
+        if self.turn.held >= self.limits.max_turn_s * SAMPLE_RATE:
+            await self._end_of_speech(self.heard)
+        self._maybe_decode_partial()
+
+    async def _detect(self, samples: np.ndarray) -> None:
+        """Speech started or stopped in these samples; outside speech only the prefix padding is kept."""
+        assert self.detector is not None and self.config.turn_detection is not None
+        padding = self.config.turn_detection.prefix_padding_ms * SAMPLE_RATE // 1000
+        for boundary in self.detector.feed(samples):
+            if boundary.kind == "started":
+                self.turn.keep_from(boundary.sample - padding)
+                await self.send(event("input_audio_buffer.speech_started", item_id=self.turn.item_id,
+                                      audio_start_ms=_ms(max(0, boundary.sample - padding))))
+            else:
+                await self._end_of_speech(boundary.sample)
+        if not self.detector.speaking:
+            self.turn.keep_from(self.heard - padding)
+
+    async def _end_of_speech(self, end: int) -> None:
+        """Server VAD (or the turn limit) ends the turn at stream index ``end``: stopped, then committed."""
+        if self.detector is not None:
+            self.detector.reset()
+        await self.send(event("input_audio_buffer.speech_stopped", item_id=self.turn.item_id,
+                              audio_end_ms=_ms(end)))
+        await self._commit(None, end + TAIL_MS * SAMPLE_RATE // 1000)
+
+    async def _commit(self, event_id: str | None, end: int | None = None) -> None:
+        """The turn up to stream index ``end`` (all of it when None) goes to the decoder; the rest starts the next."""
+        held = self.turn.samples()
+        cut = held.size if end is None else min(held.size, max(0, end - self.turn.start))
+        if cut * 1000 < self.limits.min_commit_ms * SAMPLE_RATE:
+            raise ProtocolError(f"the buffer holds {cut * 1000 // SAMPLE_RATE} ms of audio; a commit needs at least "
+                                f"{self.limits.min_commit_ms} ms", "input_audio_buffer_commit_empty", None, event_id)
+        self._drop_partial()
+        committed, start = self.turn, self.turn.start
+        await self.send(event("input_audio_buffer.committed", previous_item_id=self.previous_item,
+                              item_id=committed.item_id))
+        self.previous_item = committed.item_id
+        self.turn = Turn(new_id("item"), start + cut, [held[cut:]], held.size - cut)
+        task = asyncio.create_task(self._complete(committed.item_id, held[:cut], start, self._last_final))
+        self._last_final = task
+        self._finals.add(task)
+        task.add_done_callback(self._finals.discard)
+
+    async def _complete(self, item_id: str, samples: np.ndarray, start: int,
+                        before: asyncio.Task[None] | None) -> None:
+        """The committed turn's transcript (``completed``), or why there is none (``failed``), sent after the turn
+        ``before`` it, so captions arrive in the order they were spoken."""
+        try:
+            result = await self.transcribe(samples, self._options(), True)
+        except Exception as error:  # the turn fails; the session goes on
+            await _after(before)
+            await self.send(event(f"{ITEM_EVENT}.failed", item_id=item_id, content_index=0, error=_failure(error)))
+            return
+        await _after(before)
+        seconds = samples.size / SAMPLE_RATE
+        text = result.text.strip()
+        if text:
+            self.segments.append(Segment(start=round(start / SAMPLE_RATE, 3),
+                                         end=round(start / SAMPLE_RATE + seconds, 3), text=text))
+        await self.send(event(f"{ITEM_EVENT}.completed", item_id=item_id, content_index=0, transcript=text,
+                              usage={"type": "duration", "seconds": round(seconds, 3)}))
+
+    def _maybe_decode_partial(self) -> None:
+        """Decode the growing turn again when ``delta_interval_s`` of audio came since the last decoding."""
+        speaking = self.detector.speaking if self.detector is not None else self.turn.held > 0
+        interval = self.limits.delta_interval_s * SAMPLE_RATE
+        if not speaking or self._partial is not None or self.turn.held - self.turn.decoded_at < interval:
+            return
+        self.turn.decoded_at = self.turn.held
+        self._partial = asyncio.create_task(self._delta(self.turn, self.turn.samples()))
+
+    async def _delta(self, turn: Turn, samples: np.ndarray) -> None:
+        """The words this decoding and the one before agree on, past those already sent, as a ``delta``."""
+        try:
+            words = _words((await self.transcribe(samples, self._options(), False)).text)
+        except Exception as error:  # a partial that fails is skipped; the committed turn reports failures
+            log.info("partial decoding of %s failed: %s", turn.item_id, error)
+            return
+        finally:
+            self._partial = None
+        stable = agreed(turn.previous, words)
+        turn.previous = words
+        if stable > turn.sent and turn is self.turn:
+            delta = " ".join(words[turn.sent:stable])
+            await self.send(event(f"{ITEM_EVENT}.delta", item_id=turn.item_id, content_index=0,
+                                  delta=delta if turn.sent == 0 else " " + delta))
+            turn.sent = stable
+
+    def _drop_partial(self) -> None:
+        if self._partial is not None:
+            self._partial.cancel()
+            self._partial = None
+
+    def _options(self) -> TranscribeOptions:
+        config = self.config
+        return TranscribeOptions(model=config.model, language=config.language, initial_prompt=config.prompt or None,
+                                 timestamps=False)
+
+    async def close(self) -> list[Segment]:
+        """Stop decoding partials, wait for the committed turns' transcripts; all of them, in stream order."""
+        self._drop_partial()
+        if self._finals:
+            await asyncio.gather(*self._finals, return_exceptions=True)
+        return sorted(self.segments, key=lambda segment: segment.start)
+
+
+async def _after(task: asyncio.Task[None] | None) -> None:
+    """Once ``task`` has finished, however it finished."""
+    if task is not None:
+        await asyncio.wait([task])
+
+
+def _ms(sample: int) -> int:
+    return sample * 1000 // SAMPLE_RATE
+
+
+def _failure(error: Exception) -> dict[str, Any]:
+    """A failed turn's ``error`` object in OpenAI's shape; the ServiceError's message when there is one."""
+    mapped = as_service_error(error)
+    if mapped is None:
+        log.exception("a realtime turn failed", exc_info=error)
+        return {"type": "server_error", "code": "transcription_failed", "message": "internal error; see the logs",
+                "param": None}
+    return {"type": mapped.type, "code": mapped.code, "message": mapped.message, "param": mapped.param}
