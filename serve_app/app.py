@@ -54,8 +54,8 @@ from serve_app.protocol import (
     YoutubeRequest,
     known_speakers,
 )
-from serve_app.realtime import SessionSlots
 from serve_app.realtime import router as realtime_router
+from serve_app.realtime_session import Slots
 from serve_app.settings import AppSettings
 from serve_app.web import install as install_page
 
@@ -385,7 +385,8 @@ def create_app(graph: Graph) -> FastAPI:
     api.state.graph = graph
     install_error_handlers(api)
     install_access(api, AccessControl(graph.settings.ingress))
-    api.state.realtime_slots = SessionSlots(graph.settings.realtime.max_sessions)
+    api.state.realtime_slots = Slots(graph.settings.realtime.max_sessions)
+    api.state.realtime_partials = Slots(graph.settings.realtime.max_partials_in_flight)
     api.include_router(router)
     api.include_router(realtime_router)
     install_page(api)

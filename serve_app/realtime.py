@@ -25,7 +25,7 @@ from deployments.errors import RateLimited, Unauthorized
 from deployments.schemas import Segment, TimedText, TranscribeOptions, Transcript, Transcription
 from serve_app.access import AccessControl
 from serve_app.realtime_protocol import SessionConfig, error_event
-from serve_app.realtime_session import SessionLimits, Transcribe, TranscriptionSession
+from serve_app.realtime_session import SessionLimits, Slots, Transcribe, TranscriptionSession
 from serve_app.settings import RealtimeSettings
 
 if TYPE_CHECKING:
@@ -39,22 +39,6 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_NORMAL = 1000
 
 router = APIRouter()
-
-
-class SessionSlots:
-    """How many sessions this Ingress replica has open, against its limit."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.open = limit, 0
-
-    def take(self) -> bool:
-        if self.open >= self.limit:
-            return False
-        self.open += 1
-        return True
-
-    def give_back(self) -> None:
-        self.open -= 1
 
 
 def presented_key(websocket: WebSocket) -> str | None:
@@ -79,7 +63,7 @@ def refusal(websocket: WebSocket, intent: str | None) -> tuple[dict[str, Any], i
     if intent not in (None, "transcription"):
         return error_event(f"intent={intent!r} is not served here; connect with intent=transcription",
                            "unsupported_intent", "intent"), CLOSE_POLICY
-    slots: SessionSlots = websocket.app.state.realtime_slots
+    slots: Slots = websocket.app.state.realtime_slots
     if not slots.take():
         return error_event(f"this server has {slots.limit} realtime sessions open, its limit; try again later",
                            "session_limit_reached", kind="server_error"), CLOSE_TRY_AGAIN
@@ -130,7 +114,8 @@ async def realtime(websocket: WebSocket, intent: str | None = None, store: bool 
     settings = graph.settings.realtime
     try:
         session = TranscriptionSession(live_decoder(graph), socket.send, limits(settings), SessionConfig(store=store),
-                                       check_model=graph.pipeline.check_model)
+                                       check_model=graph.pipeline.check_model,
+                                       partials=websocket.app.state.realtime_partials)
         await session.start()
         reason = await relay(websocket, session, settings)
         if reason is not None:

@@ -52,6 +52,22 @@ TAIL_MS = 200
 """Audio kept after the detected end of speech, so a word's fading end is not cut."""
 
 
+class Slots:
+    """A count of things open at once against a limit, shared by one Ingress replica's sessions."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.open = limit, 0
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+
 @dataclass(frozen=True)
 class SessionLimits:
     """What one session may send and how often its growing turn is decoded (from the ingress's settings)."""
@@ -112,8 +128,11 @@ class TranscriptionSession:
     """A Realtime transcription session's state; ``receive`` takes each client message, ``send`` gets each reply."""
 
     def __init__(self, transcribe: Transcribe, send: Send, limits: SessionLimits, config: SessionConfig,
-                 check_model: Callable[[str | None], str] | None = None) -> None:
+                 check_model: Callable[[str | None], str] | None = None, partials: Slots | None = None) -> None:
         self.transcribe, self.send, self.limits, self.config = transcribe, send, limits, config
+        self.partials = partials
+        """Partial decodings in flight across the replica's sessions: past the limit a delta waits its turn, so
+        under load the decoders spend their time on committed turns (``completed``) rather than on deltas."""
         self.check_model = check_model
         """Refuses a model the service does not serve (raising a ServiceError) when a session asks for it."""
         self.id = new_id("sess")
@@ -269,13 +288,20 @@ class TranscriptionSession:
                               usage={"type": "duration", "seconds": round(seconds, 3)}))
 
     def _maybe_decode_partial(self) -> None:
-        """Decode the growing turn again when ``delta_interval_s`` of audio came since the last decoding."""
+        """Decode the growing turn again when ``delta_interval_s`` of audio came since the last decoding, unless
+        one of this session's committed turns is still being decoded or the replica's partials are all taken."""
         speaking = self.detector.speaking if self.detector is not None else self.turn.held > 0
         interval = self.limits.delta_interval_s * SAMPLE_RATE
-        if not speaking or self._partial is not None or self.turn.held - self.turn.decoded_at < interval:
+        busy = self._partial is not None or bool(self._finals)
+        if not speaking or busy or self.turn.held - self.turn.decoded_at < interval:
+            return
+        partials = self.partials
+        if partials is not None and not partials.take():
             return
         self.turn.decoded_at = self.turn.held
         self._partial = asyncio.create_task(self._delta(self.turn, self.turn.samples()))
+        if partials is not None:
+            self._partial.add_done_callback(lambda _: partials.give_back())
 
     async def _delta(self, turn: Turn, samples: np.ndarray) -> None:
         """The words this decoding and the one before agree on, past those already sent, as a ``delta``."""

@@ -40,6 +40,9 @@ class RealtimeSettings(Section):
     idle_timeout_s: float = Field(60, gt=0, description="A session that sends nothing this long is closed.")
     max_append_bytes: int = Field(1024 * 1024, gt=0, description="Audio bytes one input_audio_buffer.append may carry.")
     delta_interval_s: float = Field(1.0, gt=0, description="New audio after which a turn in progress is decoded again.")
+    max_partials_in_flight: int = Field(
+        4, ge=1, description="Decodings of turns in progress (for deltas) at once per Ingress replica; past it a "
+        "session's next delta waits, so committed turns keep the decoders.")
 
 
 class AppSettings(Section):

@@ -15,7 +15,7 @@ import srt
 import webvtt
 
 from benchmarks.support.speech import SCRIPTS, word_error_rate
-from tests.conftest import TEST_UPLOAD_LIMIT, UNCAPTIONED_ID, Service
+from tests.conftest import TEST_UPLOAD_LIMIT, UNCAPTIONED_ID, Service, ffmpeg
 
 pytestmark = pytest.mark.serve
 
@@ -147,14 +147,29 @@ def test_audio_without_samples_is_422(client: openai.OpenAI, service: Service) -
     assert by_url.status_code == 422 and by_url.json()["error"]["code"] == "no_captions"
 
 
-def test_overload_is_503_with_retry_after(service: Service, speech: dict[str, Path]) -> None:
-    """More uploads at once than the Downloader admits (8 sources) and queues (32): the rest get 503."""
-    audio = speech["lecture"].read_bytes()
+def long_lecture(wav: Path, copies: int, folder: Path) -> bytes:
+    """``wav`` read ``copies`` times with a second of silence between, as MP3: several windows in one upload."""
+    with wave.open(str(wav)) as clip:
+        params, frames = clip.getparams(), clip.readframes(clip.getnframes())
+    silence = b"\0" * params.sampwidth * params.nchannels * params.framerate
+    with wave.open(str(folder / "long.wav"), "wb") as joined:
+        joined.setparams(params)
+        joined.writeframes((frames + silence) * copies)
+    ffmpeg("-i", folder / "long.wav", "-c:a", "libmp3lame", "-b:a", "32k", folder / "long.mp3")
+    return (folder / "long.mp3").read_bytes()
+
+
+def test_overload_is_503_with_retry_after(service: Service, speech: dict[str, Path], tmp_path: Path) -> None:
+    """More windows at once than the graph admits: the Downloader's sources (8 decoding, 32 queued) hand their
+    windows to the Transcriber, which admits 80 and queues 64 (room for live turns ahead of them); 56 uploads
+    of four or five windows each are past both, and the rest get 503 rather than a queue without end."""
+    audio = long_lecture(speech["lecture"], 12, tmp_path)
+    assert len(audio) < TEST_UPLOAD_LIMIT
 
     async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=300) as http:
+        async with httpx.AsyncClient(timeout=600) as http:
             return await asyncio.gather(*(
-                http.post(f"{service.url}/v1/audio/transcriptions", files={"file": ("l.wav", audio)})
+                http.post(f"{service.url}/v1/audio/transcriptions", files={"file": ("l.mp3", audio)})
                 for _ in range(56)
             ))
 

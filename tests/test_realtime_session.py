@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +25,7 @@ from deployments.settings import TranscriberSettings
 from deployments.transcriber import WhisperEngine
 from deployments.turns import TurnDetector
 from serve_app.realtime_protocol import ProtocolError, SessionConfig, parse_event
-from serve_app.realtime_session import SessionLimits, TranscriptionSession, agreed
+from serve_app.realtime_session import SessionLimits, Slots, TranscriptionSession, agreed
 
 TURNS = [
     ("flite:slt", "The museum opens at nine in the morning and closes early on Sundays."),
@@ -256,3 +257,45 @@ def test_a_failed_turn_is_reported_and_the_next_one_completes() -> None:
     assert failed["error"]["code"] == "overloaded" and "lost" in failed["error"]["message"]
     (completed,) = sent.of("conversation.item.input_audio_transcription.completed")
     assert completed["transcript"] == "second turn" and completed["item_id"] != failed["item_id"]
+
+
+def test_deltas_wait_while_the_replica_s_partials_or_the_session_s_own_turn_are_decoding(
+        turns_pcm: bytes, engine: WhisperEngine) -> None:
+    """Two sessions share one partial slot: while one's turn in progress is decoding, the other's waits, and a
+    session whose committed turn is still decoding starts no partial; so under load turns keep the decoders."""
+    partials, release = Slots(1), asyncio.Event()
+
+    def gated(transcribe: Any) -> Any:
+        async def wait_then(samples: np.ndarray, options: TranscribeOptions, committed: bool) -> Transcription:
+            await release.wait()
+            return await transcribe(samples, options, committed)
+        return wait_then
+
+    speech = [piece for piece in chunks(turns_pcm) if any(piece)][:20]  # 2 s of the first turn's speech
+
+    async def scenario() -> None:
+        first, second = (TranscriptionSession(gated(decoder(engine)), Recorder(), SessionLimits(),
+                                              SessionConfig(turn_detection=None), partials=partials)
+                         for _ in range(2))
+        for session in (first, second):
+            await session.start()
+        for piece in speech:
+            await first.receive(append(piece))
+            await second.receive(append(piece))
+        dropped = first._partial
+        assert dropped is not None and second._partial is None and partials.open == 1
+        await first.receive('{"type": "input_audio_buffer.commit"}')
+        with contextlib.suppress(asyncio.CancelledError):
+            await dropped  # the commit cancelled it: its slot is free once it has ended
+        assert first._partial is None and partials.open == 0 and first._finals
+        for piece in speech:
+            await first.receive(append(piece))
+        assert first._partial is None, "no delta decoding while the session's committed turn is decoding"
+        await second.receive(append(speech[0]))
+        assert second._partial is not None and partials.open == 1
+        release.set()
+        await second.close()
+        await first.close()
+        assert partials.open == 0
+
+    asyncio.run(scenario())

@@ -210,6 +210,7 @@ def replicated(config: dict[str, Any], replicas: int) -> dict[str, Any]:
     transcriber = app["args"]["transcriber"]
     transcriber["cpu_threads"] = max(1, transcriber.get("cpu_threads", 2) // replicas)
     transcriber["num_workers"] = max(1, transcriber.get("num_workers", 1) // replicas)
+    transcriber["live_workers"] = min(transcriber.get("live_workers", 0), transcriber["num_workers"] - 1)
     next(d for d in app["deployments"] if d["name"] == "Transcriber")["num_replicas"] = replicas
     return config
 
