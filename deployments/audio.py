@@ -116,9 +116,12 @@ def _pcm_blocks(source: bytes | str | Path, sample_rate: int, block: int) -> Ite
 class LivePcm:
     """A live stream's PCM16 (little-endian mono at 24 kHz, OpenAI's Realtime input) as 16 kHz float32, chunk by chunk.
 
-    24 kHz to 16 kHz is 2 up, 3 down: each output sample is the input, seen as zero-stuffed to 48 kHz,
-    through a windowed-sinc low-pass under the new Nyquist frequency. The input kept between chunks is what
-    the next output's filter still reaches, so chunk boundaries leave no seams and memory stays flat.
+    24 kHz to 16 kHz is 2 up, 3 down: the input is zero-stuffed to 48 kHz, run through a windowed-sinc
+    low-pass under the new Nyquist frequency, and every third sample kept. The stuffed input that the next
+    output's filter still reaches is kept between chunks, so chunk boundaries leave no seams and memory stays
+    flat. One ``np.correlate`` per chunk and no index matrices: the Ingress runs this for every append of
+    every session, with big temporaries mmapped (its ``MALLOC_MMAP_THRESHOLD_``), where index arithmetic
+    cost 4-5 ms per 100-ms append and this costs 0.1 ms.
     """
 
     INPUT_RATE = 24000
@@ -130,33 +133,21 @@ class LivePcm:
         offsets = np.arange(-self.HALF_TAPS, self.HALF_TAPS + 1)
         cutoff = 2 * self.CUTOFF_HZ / (2 * self.INPUT_RATE)
         self._taps = (2 * cutoff * np.sinc(cutoff * offsets) * np.hanning(offsets.size)).astype(np.float32)
-        self._held = np.zeros(0, dtype=np.float32)
-        self._held_from = 0
-        """Input index of ``_held[0]``."""
-        self._received = 0
-        self._emitted = 0
+        self._held = np.zeros(self.HALF_TAPS, dtype=np.float32)
+        """The 48 kHz stuffed input from the next output's filter reach on (zeros before the stream)."""
 
     def __call__(self, pcm: bytes) -> np.ndarray:
         """The 16 kHz samples that ``pcm`` (whole 16-bit samples) completes; the last few wait for the next chunk."""
         chunk = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        held = np.concatenate([self._held, chunk])
-        self._received += chunk.size
-        last = (2 * (self._received - 1) - self.HALF_TAPS) // 3  # the last output whose filter the input covers
-        outputs = np.arange(self._emitted, last + 1)
-        if outputs.size == 0:
-            self._held = held
+        stuffed = np.zeros(2 * chunk.size, dtype=np.float32)
+        stuffed[::2] = chunk
+        held = np.concatenate([self._held, stuffed])
+        reach = self._taps.size
+        count = max(0, (held.size - reach) // 3 + 1)  # outputs the input covers: k reads held[3k : 3k + reach]
+        self._held = held[3 * count:]
+        if count == 0:
             return np.zeros(0, dtype=np.float32)
-        first_input = -((self.HALF_TAPS - 3 * outputs) // 2)  # ceil((3n - HALF_TAPS) / 2)
-        inputs = first_input[:, None] + np.arange(self.HALF_TAPS + 1)
-        offsets = 3 * outputs[:, None] - 2 * inputs
-        weights = np.where(np.abs(offsets) <= self.HALF_TAPS,
-                           self._taps[np.clip(offsets + self.HALF_TAPS, 0, 2 * self.HALF_TAPS)], 0.0)
-        local = inputs - self._held_from
-        samples = np.where(local >= 0, held[np.clip(local, 0, held.size - 1)], 0.0)
-        self._emitted = last + 1
-        keep_from = max(0, int(first_input[-1]) + 1 - self._held_from)
-        self._held, self._held_from = held[keep_from:], self._held_from + keep_from
-        return (weights * samples).sum(axis=1).astype(np.float32)
+        return np.correlate(held[:3 * (count - 1) + reach], self._taps, "valid")[::3].astype(np.float32)
 
 
 def decode(source: bytes | str | Path, sample_rate: int = SAMPLE_RATE, param: str = "file",
