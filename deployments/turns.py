@@ -2,10 +2,10 @@
 
 Silero VAD (faster-whisper's, the model ``deployments.windows`` cuts files with) scores each 32 ms frame as
 it arrives. Speech starts at the first of ``MIN_SPEECH_FRAMES`` frames at or over ``threshold``; it stops
-where a run of frames under ``threshold - 0.15`` began, once that run has lasted ``silence_ms`` (the
-hysteresis Silero's own ``get_speech_timestamps`` uses). Each call scores only the new frames, after
-``CONTEXT_FRAMES`` of the audio before them to settle the model's state, so a long session costs the same
-per second as a short one.
+where a pause began (its first frame under ``threshold - 0.15``), once ``silence_ms`` of frames under it
+have come with none at or over ``threshold`` (the hysteresis Silero's own ``get_speech_timestamps`` uses).
+Each call scores only the new frames, after ``CONTEXT_FRAMES`` of the audio before them to settle the
+model's state, so a long session costs the same per second as a short one.
 """
 
 from __future__ import annotations
@@ -51,6 +51,15 @@ class TurnDetector:
         """Stream index of the first sample in ``_pending``."""
         self._run = 0
         """Frames in a row on the side that would change the state (speech while silent, silence while speaking)."""
+        self._silent_from: int | None = None
+        """While speaking: the stream index where the silence now running began (None while speech goes on)."""
+
+    @property
+    def silent_since(self) -> int | None:
+        """Where the pause now running began, while speech has not yet stopped for ``silence_ms``; else None.
+
+        A session starts decoding its turn at a pause, before the pause is long enough to end it."""
+        return self._silent_from if self.speaking else None
 
     def feed(self, samples: np.ndarray) -> list[Boundary]:
         """The boundaries in the complete frames so far, in order."""
@@ -72,7 +81,7 @@ class TurnDetector:
 
     def reset(self) -> None:
         """Back to silence, as after a commit or a clear: the next speech starts a new turn."""
-        self.speaking, self._run = False, 0
+        self.speaking, self._run, self._silent_from = False, 0, None
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         """Silero's speech probability for each frame, scored after the context frames before them."""
@@ -92,10 +101,13 @@ class TurnDetector:
             self.speaking, self._run = True, 0
             return Boundary("started", start - (MIN_SPEECH_FRAMES - 1) * FRAME)
         if probability >= self.threshold:
-            self._run = 0
+            self._run, self._silent_from = 0, None
         elif probability < self.silent_below:
             self._run += 1
+            if self._silent_from is None:
+                self._silent_from = start
         if self._run < self.silence_frames:
             return None
-        self.speaking, self._run = False, 0
-        return Boundary("stopped", start - (self.silence_frames - 1) * FRAME)
+        stopped = self._silent_from if self._silent_from is not None else start
+        self.reset()
+        return Boundary("stopped", stopped)

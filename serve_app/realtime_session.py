@@ -3,8 +3,11 @@
 The session holds the audio since the last commit at 16 kHz. With server VAD a turn starts where speech
 starts (less ``prefix_padding_ms``) and is committed where it stops; without it the client commits. While a
 turn is still being spoken it is decoded again every ``delta_interval_s`` of new audio, and the words two
-decodings in a row agree on are sent as ``delta`` events (so a delta is never taken back); the committed
-turn is decoded once more for ``completed``. A turn reaches ``max_turn_s`` (Whisper's 30-s window) only
+decodings in a row agree on are sent as ``delta`` events (so a delta is never taken back). With server VAD
+the turn is also decoded as soon as a pause has lasted ``TAIL_MS``, in the committed turns' lane: when the
+pause goes on to end the turn, that decoding is the ``completed`` transcript, already under way for the
+rest of ``silence_duration_ms``; otherwise it only feeds deltas. Any other committed turn is decoded once
+more for ``completed``. A turn reaches ``max_turn_s`` (Whisper's 30-s window) only
 by running on without a pause: it is committed there. ``transcribe`` is how a turn reaches a decoder (the
 Transcriber through its handle, in the app); a failure of it is that turn's ``failed`` event, and the
 session goes on.
@@ -46,10 +49,11 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Transcribe = Callable[[np.ndarray, TranscribeOptions, bool], Awaitable[Transcription]]
-"""Decodes a turn's samples; the flag says whether the turn is committed (else: a partial for deltas)."""
+"""Decodes a turn's samples; the flag says whether in the committed turns' lane (else: a partial, for deltas)."""
 ITEM_EVENT = "conversation.item.input_audio_transcription"
 TAIL_MS = 200
 """Audio kept after the detected end of speech, so a word's fading end is not cut."""
+TAIL = TAIL_MS * SAMPLE_RATE // 1000
 
 
 class Slots:
@@ -106,6 +110,21 @@ class Turn:
         self.audio, self.held, self.start = [whole], whole.size, max(sample, self.start)
 
 
+@dataclass
+class Decoding:
+    """One decoding of the growing turn: its audio up to stream index ``end``, the transcription under way, and
+    the delta that follows it. A commit that ends the turn at ``end`` takes the transcription as ``completed``."""
+
+    turn: Turn
+    end: int
+    result: asyncio.Future[Transcription]
+    delta: asyncio.Task[None]
+
+    def cancel(self) -> None:
+        self.result.cancel()
+        self.delta.cancel()
+
+
 def _words(text: str) -> list[str]:
     return text.split()
 
@@ -145,7 +164,8 @@ class TranscriptionSession:
         self.previous_item: str | None = None
         self.segments: list[Segment] = []
         """Each completed turn's transcript at its place in the session (for the store)."""
-        self._partial: asyncio.Task[None] | None = None
+        self._partial: Decoding | None = None
+        """The latest decoding of the growing turn (on a timer or at a pause)."""
         self._finals: set[asyncio.Task[None]] = set()
         self._last_final: asyncio.Task[None] | None = None
 
@@ -226,6 +246,7 @@ class TranscriptionSession:
             await self._detect(samples)
         if self.turn.held >= self.limits.max_turn_s * SAMPLE_RATE:
             await self._end_of_speech(self.heard)
+        self._maybe_decode_at_pause()
         self._maybe_decode_partial()
 
     async def _detect(self, samples: np.ndarray) -> None:
@@ -248,7 +269,7 @@ class TranscriptionSession:
             self.detector.reset()
         await self.send(event("input_audio_buffer.speech_stopped", item_id=self.turn.item_id,
                               audio_end_ms=_ms(end)))
-        await self._commit(None, end + TAIL_MS * SAMPLE_RATE // 1000)
+        await self._commit(None, end + TAIL)
 
     async def _commit(self, event_id: str | None, end: int | None = None) -> None:
         """The turn up to stream index ``end`` (all of it when None) goes to the decoder; the rest starts the next."""
@@ -257,23 +278,35 @@ class TranscriptionSession:
         if cut * 1000 < self.limits.min_commit_ms * SAMPLE_RATE:
             raise ProtocolError(f"the buffer holds {cut * 1000 // SAMPLE_RATE} ms of audio; a commit needs at least "
                                 f"{self.limits.min_commit_ms} ms", "input_audio_buffer_commit_empty", None, event_id)
-        self._drop_partial()
         committed, start = self.turn, self.turn.start
+        decoded = self._decoded_to(start + cut)
+        self._drop_partial()
         await self.send(event("input_audio_buffer.committed", previous_item_id=self.previous_item,
                               item_id=committed.item_id))
         self.previous_item = committed.item_id
         self.turn = Turn(new_id("item"), start + cut, [held[cut:]], held.size - cut)
-        task = asyncio.create_task(self._complete(committed.item_id, held[:cut], start, self._last_final))
+        task = asyncio.create_task(self._complete(committed.item_id, held[:cut], start, self._last_final, decoded))
         self._last_final = task
         self._finals.add(task)
         task.add_done_callback(self._finals.discard)
 
-    async def _complete(self, item_id: str, samples: np.ndarray, start: int,
-                        before: asyncio.Task[None] | None) -> None:
+    def _decoded_to(self, end: int) -> asyncio.Future[Transcription] | None:
+        """The transcription under way of this turn's audio up to stream index ``end`` exactly, kept from the
+        cancelling of the partial decodings at a commit; None when there is none."""
+        partial = self._partial
+        if partial is None or partial.turn is not self.turn or partial.end != end or partial.result.cancelled():
+            return None
+        self._partial = None
+        partial.delta.cancel()
+        return partial.result
+
+    async def _complete(self, item_id: str, samples: np.ndarray, start: int, before: asyncio.Task[None] | None,
+                        decoded: asyncio.Future[Transcription] | None) -> None:
         """The committed turn's transcript (``completed``), or why there is none (``failed``), sent after the turn
-        ``before`` it, so captions arrive in the order they were spoken."""
+        ``before`` it, so captions arrive in the order they were spoken. ``decoded``: its decoding already under
+        way, if any."""
         try:
-            result = await self.transcribe(samples, self._options(), True)
+            result = await (decoded if decoded is not None else self.transcribe(samples, self._options(), True))
         except Exception as error:  # the turn fails; the session goes on
             await _after(before)
             await self.send(event(f"{ITEM_EVENT}.failed", item_id=item_id, content_index=0, error=_failure(error)))
@@ -289,29 +322,51 @@ class TranscriptionSession:
 
     def _maybe_decode_partial(self) -> None:
         """Decode the growing turn again when ``delta_interval_s`` of audio came since the last decoding, unless
-        one of this session's committed turns is still being decoded or the replica's partials are all taken."""
-        speaking = self.detector.speaking if self.detector is not None else self.turn.held > 0
+        it is in a pause, one of this session's turns is still being decoded or the replica's partials are all
+        taken."""
+        detector = self.detector
+        speaking = detector.speaking and detector.silent_since is None if detector is not None else self.turn.held > 0
         interval = self.limits.delta_interval_s * SAMPLE_RATE
-        busy = self._partial is not None or bool(self._finals)
+        busy = self._decoding() or bool(self._finals)
         if not speaking or busy or self.turn.held - self.turn.decoded_at < interval:
             return
         partials = self.partials
         if partials is not None and not partials.take():
             return
-        self.turn.decoded_at = self.turn.held
-        self._partial = asyncio.create_task(self._delta(self.turn, self.turn.samples()))
-        if partials is not None:
-            self._partial.add_done_callback(lambda _: partials.give_back())
+        self._decode(self.turn.held, committed=False)
+        if partials is not None and self._partial is not None:
+            self._partial.result.add_done_callback(lambda _: partials.give_back())
 
-    async def _delta(self, turn: Turn, samples: np.ndarray) -> None:
+    def _maybe_decode_at_pause(self) -> None:
+        """Decode the turn up to where it would be committed once a pause has lasted ``TAIL_MS``, as a committed
+        turn (first in the Transcriber's lanes): if the pause ends the turn, the decoding is its ``completed``."""
+        pause = self.detector.silent_since if self.detector is not None else None
+        if pause is None or self.heard < pause + TAIL:
+            return
+        cut, current = pause + TAIL - self.turn.start, self._partial
+        if current is not None and current.end == pause + TAIL or cut * 1000 < self.limits.min_commit_ms * SAMPLE_RATE:
+            return
+        self._drop_partial()
+        self._decode(cut, committed=True)
+
+    def _decode(self, cut: int, committed: bool) -> None:
+        """Start decoding the turn's first ``cut`` samples, a delta to follow."""
+        turn = self.turn
+        turn.decoded_at = turn.held
+        result = asyncio.ensure_future(self.transcribe(turn.samples()[:cut], self._options(), committed))
+        self._partial = Decoding(turn, turn.start + cut, result, asyncio.create_task(self._delta(turn, result)))
+
+    def _decoding(self) -> bool:
+        """Whether a decoding of the growing turn is under way, or its delta still being sent."""
+        return self._partial is not None and not self._partial.delta.done()
+
+    async def _delta(self, turn: Turn, result: asyncio.Future[Transcription]) -> None:
         """The words this decoding and the one before agree on, past those already sent, as a ``delta``."""
         try:
-            words = _words((await self.transcribe(samples, self._options(), False)).text)
+            words = _words((await asyncio.shield(result)).text)
         except Exception as error:  # a partial that fails is skipped; the committed turn reports failures
             log.info("partial decoding of %s failed: %s", turn.item_id, error)
             return
-        finally:
-            self._partial = None
         stable = agreed(turn.previous, words)
         turn.previous = words
         if stable > turn.sent and turn is self.turn:
