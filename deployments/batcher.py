@@ -8,7 +8,10 @@ batches of one, each formed while the previous one ran (measured: 8 clients gave
 Items go in lanes: an item is taken before every item of a later lane still queued, so a live session's
 turn never waits behind a lecture's windows: it starts the next batch. Items of the first two lanes share
 batches with each other, never with ordinary ones: on a CPU a batch of four 30-s windows decodes for
-seconds, all of which a turn in it would wait.
+seconds, all of which a turn in it would wait. For the same reason a batch that a live item starts holds
+at most ``live_max_size`` (1 on a CPU, where a batch costs the sum of its windows), and no batch of the
+second lane (partial decodings, which only feed deltas) starts while one of the first (turns) decodes:
+the turn has the processor to itself.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class Batcher(Generic[T, R]):
     """Runs ``run`` (blocking; in worker threads) on batches of submitted items, ``concurrency`` batches at once.
 
     ``on_batch`` hears, as each batch starts, how long each of its items waited.
-    A batch is the items waiting when a worker comes free, up to ``max_size``, shared evenly with the
+    A batch is the items waiting when a worker comes free, up to ``max_size`` (``live_max_size`` when a live
+    item starts it), shared evenly with the
     workers that are idle beside it: two windows that arrive together at two idle workers decode one on
     each, at once, rather than both on one while the other waits. An item that finds every other worker
     busy waits at most ``wait_s`` for company. Results go back to each caller in its order; a failure of
@@ -56,15 +60,19 @@ class Batcher(Generic[T, R]):
     """
 
     def __init__(self, run: Callable[[list[T]], list[R]], max_size: int, wait_s: float, concurrency: int = 1,
-                 on_batch: Callable[[list[float]], None] | None = None, reserved: int = 0) -> None:
+                 on_batch: Callable[[list[float]], None] | None = None, reserved: int = 0,
+                 live_max_size: int | None = None) -> None:
         if not 0 <= reserved < concurrency:
             raise ValueError("reserved workers must be fewer than all of them")
         self.run, self.max_size, self.wait_s, self.on_batch = run, max_size, wait_s, on_batch
+        self.live_max_size = max_size if live_max_size is None else min(live_max_size, max_size)
         self.concurrency, self.reserved = concurrency, reserved
         self._idle = 0
         """Workers waiting for an item now."""
         self._others = 0
         """Workers running a batch that a non-urgent item started."""
+        self._urgent = 0
+        """Workers running a batch that an urgent item started."""
         self._urgent_at: float | None = None
         self._changed: asyncio.Event | None = None
         """Set when an item arrives or a batch ends: what a worker held back for the reserve waits for."""
@@ -92,10 +100,12 @@ class Batcher(Generic[T, R]):
         while True:
             lane, batch = await self._next_batch(queue, changed)
             self._others += lane != URGENT
+            self._urgent += lane == URGENT
             try:
                 await self._run(batch)
             finally:
                 self._others -= lane != URGENT
+                self._urgent -= lane == URGENT
                 changed.set()
 
     async def _run(self, batch: list[Waiting[T, R]]) -> None:
@@ -124,14 +134,14 @@ class Batcher(Generic[T, R]):
                 lead = await queue.get()
             finally:
                 self._idle -= 1
-            if lead[0] == URGENT or not self._held_for_urgent():
+            if lead[0] == URGENT or not self._held_back(lead[0]):
                 break
             queue.put_nowait(lead)
             changed.clear()
             await changed.wait()
         batch = [lead[2]]
         deadline = asyncio.get_running_loop().time() + self.wait_s
-        while len(batch) < self.max_size:
+        while len(batch) < (self.max_size if lead[0] == ORDINARY else self.live_max_size):
             if not queue.empty():
                 if len(batch) >= self._share(len(batch) + queue.qsize()):
                     break
@@ -149,6 +159,11 @@ class Batcher(Generic[T, R]):
                 break
             batch.append(entry[2])
         return lead[0], [waiting for waiting in batch if not waiting.future.cancelled()]
+
+    def _held_back(self, lane: int) -> bool:
+        """Whether a batch that an item of ``lane`` (not urgent) would start waits: a partial while a turn decodes,
+        or any while this worker is one of the reserve."""
+        return lane == SOON and self._urgent > 0 or self._held_for_urgent()
 
     def _held_for_urgent(self) -> bool:
         """Whether this worker is one of the reserve now: urgent items came lately and the others are busy."""

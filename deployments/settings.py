@@ -94,6 +94,15 @@ class TranscriberSettings(Section):
     beam_size: int = Field(5, ge=1, le=10)
     vad_filter: bool = Field(True, description="Skip silence (Silero VAD); without it silence can come out as words.")
     max_batch_size: int = Field(4, ge=1, description="Windows, from any requests, decoded together in one batch.")
+    live_context_s: float | None = Field(
+        None, ge=5, le=30, description="Realtime turns are encoded with their audio plus 2 s, in steps of 5 s and at "
+                                       "least this, instead of Whisper's 30 s (less encoder time); null: 30 s. Under "
+                                       "15 s tiny.en repeated one-word turns.",
+    )
+    live_batch_size: int | None = Field(
+        None, ge=1, description="Windows in a batch a realtime turn or partial starts; null: max_batch_size. 1 on a "
+                                "CPU, where a batch costs the sum of its windows and a turn would wait for all.",
+    )
     batch_wait_timeout_s: float = Field(
         0.05, ge=0, description="How long a batch waits to fill; a lone request waits at most this."
     )

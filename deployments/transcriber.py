@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 EXPIRY_INTERVAL_S = 30.0
 """How often a replica looks for models idle past ``model_idle_ttl_s``."""
-Window = tuple[np.ndarray, TranscribeOptions]
-"""One window's samples and the options of the request it belongs to."""
+Window = tuple[np.ndarray, TranscribeOptions, bool]
+"""One window's samples, the options of the request it belongs to, and whether it is a realtime session's
+(batches never mix the two)."""
 ModelKey = tuple[str, str, str]
 """(model name, device, compute_type): what makes two loaded models different."""
 
@@ -129,13 +130,15 @@ class WhisperEngine:
         return name, model
 
     def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions],
-                         record: Record | None = None) -> list[Transcription]:
+                         record: Record | None = None, live: bool = False) -> list[Transcription]:
         """Windows of at most 30 s, from any requests, decoded in batches; one transcription per window, in order.
 
         Windows share a batch when they share a model, a requested language and the options one ``generate``
         call takes for all (beam, temperature, timestamps); prompts and tasks may differ. Times in each
-        result start at 0 (its window's start). ``record`` hears each decoding stage's seconds.
+        result start at 0 (its window's start). ``record`` hears each decoding stage's seconds. ``live``
+        windows (realtime turns) are encoded with ``live_context_s``.
         """
+        context = self.settings.live_context_s if live else None
         try:
             groups: dict[tuple[Any, ...], list[int]] = {}
             for index, option in enumerate(options):
@@ -146,7 +149,8 @@ class WhisperEngine:
                 batch = [windows[i] for i in indices]
                 requests = [_request(options[i]) for i in indices]
                 decoded = decode_windows(self.cache.get(self._key(name)), batch, requests, decoding,
-                                         served=self.settings.languages.get(name, []), record=record)
+                                         served=self.settings.languages.get(name, []), record=record,
+                                         min_context_s=context)
                 for index, window, part in zip(indices, batch, decoded, strict=True):
                     results[index] = Transcription(
                         model=name, language=part.language, duration=len(window) / SAMPLE_RATE,
@@ -215,7 +219,7 @@ class Transcriber:
         self.engine = WhisperEngine(settings, on_load=self._loaded)
         self.batcher: Batcher[Window, Transcription] = Batcher(
             self._decode, settings.max_batch_size, settings.batch_wait_timeout_s, concurrency=settings.num_workers,
-            on_batch=self._count_batch, reserved=settings.live_workers)
+            on_batch=self._count_batch, reserved=settings.live_workers, live_max_size=settings.live_batch_size)
         if self.budget is not None:
             warm_up(self.engine, self.budget)
         self.metrics.models_resident(self.engine.stats()["models_resident"])
@@ -241,7 +245,7 @@ class Transcriber:
         name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
         lane = {"turn": URGENT, "partial": SOON, None: ORDINARY}[live]
         with self.metrics.track("transcribe", name, timed=False):
-            return await self.batcher.submit((samples, options), lane)
+            return await self.batcher.submit((samples, options, live is not None), lane)
 
     async def _check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """``engine.check``, in a thread when it has to load a model, so the replica keeps serving meanwhile."""
@@ -252,8 +256,9 @@ class Transcriber:
     def _decode(self, windows: list[Window]) -> list[Transcription]:
         """One batch, in the batcher's worker thread; its audio and time go to the metrics together."""
         started = time.perf_counter()
-        results = self.engine.transcribe_batch([w for w, _ in windows], [o for _, o in windows], self.metrics.stage)
-        audio, seconds = sum(len(w) for w, _ in windows) / SAMPLE_RATE, time.perf_counter() - started
+        results = self.engine.transcribe_batch([w for w, _, _ in windows], [o for _, o, _ in windows],
+                                               self.metrics.stage, live=windows[0][2])
+        audio, seconds = sum(len(w) for w, _, _ in windows) / SAMPLE_RATE, time.perf_counter() - started
         self.metrics.audio(audio, seconds, results[0].model)
         self.metrics.stage("batch_decode", seconds)
         self.metrics.models_resident(self.engine.stats()["models_resident"])

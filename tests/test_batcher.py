@@ -226,3 +226,51 @@ def test_a_reserved_worker_is_kept_for_urgent_items_while_they_come() -> None:
 
     asyncio.run(scenario())
     assert sorted(batches) == [[1], [2], [100], [101]]
+
+
+def test_live_batches_hold_at_most_live_max_size_and_file_batches_max_size() -> None:
+    """On a CPU a batch costs the sum of its windows: turns queued behind a busy batch decode one at a time
+    (none waits for another's decoding), file windows in batches of max_size."""
+    model = Model()
+    batcher = Batcher(model.run, max_size=4, wait_s=0.01, live_max_size=1)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.to_thread(model.started.wait, 60)
+        queued = [asyncio.create_task(batcher.submit(item, lane)) for item, lane in
+                  [(10, ORDINARY), (11, ORDINARY), (30, URGENT), (31, URGENT), (20, SOON)]]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        model.release.set()
+        await asyncio.gather(first, *queued)
+
+    asyncio.run(scenario())
+    assert model.batches == [[1], [30], [31], [20], [10, 11]]
+
+
+def test_no_partial_decoding_starts_while_a_turn_decodes() -> None:
+    """A partial (SOON) waits for the turn decoding beside it, though a worker is free: the turn has the
+    processor to itself. It starts as soon as the turn is done."""
+    release, started, batches = threading.Event(), threading.Event(), []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if items == [100]:
+            started.set()
+            release.wait(timeout=60)
+        return items
+
+    async def scenario() -> None:
+        batcher = Batcher(run, max_size=1, wait_s=0.01, concurrency=2)
+        turn = asyncio.create_task(batcher.submit(100, URGENT))
+        await asyncio.to_thread(started.wait, 60)
+        partial = asyncio.create_task(batcher.submit(200, SOON))
+        for _ in range(20):
+            await asyncio.sleep(0)  # the free worker takes the partial and puts it back (turns of the loop)
+        assert batches == [[100]] and not partial.done(), "the partial started beside the turn"
+        release.set()
+        assert await asyncio.wait_for(partial, 30) == 200
+        await turn
+
+    asyncio.run(scenario())
+    assert batches == [[100], [200]]

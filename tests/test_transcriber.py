@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.support.speech import SCRIPTS, word_error_rate
+from benchmarks.support.speech import SCRIPTS, missing_tools, speak, word_error_rate
 from deployments.audio import decode
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.schemas import TranscribeOptions
 from deployments.settings import EMBEDDED, TranscriberSettings
 from deployments.transcriber import WhisperEngine
-from deployments.window_decoding import likeliest_language
+from deployments.window_decoding import context_frames, likeliest_language
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +228,40 @@ def test_a_model_that_must_load_is_checked_off_the_event_loop() -> None:
     assert threads[0] == loop_thread, "a resident model is checked in place"
     assert threads[1] != loop_thread, "a load runs in a worker thread"
     assert engine.is_loaded("tiny-copy")
+
+
+LIVE_TURNS = [
+    ("flite:slt", "Yes."),
+    ("flite:rms", "Twenty four."),
+    ("flite:awb", "Next slide, please."),
+    ("festival:kal", "The river carries sand and stones down to the sea, where it slowly builds new land."),
+    ("flite:kal16", "A byte is eight bits, and it can stand for any whole number from zero to two hundred and fifty "
+                    "five, which is why old computers counted in steps of that size."),
+]
+
+
+def test_live_context_is_the_turn_plus_two_seconds_in_steps_of_five_within_its_floor_and_30_s() -> None:
+    assert context_frames(16000 * 3, None) == 3000
+    assert context_frames(16000 * 3, 15) == 1500
+    assert context_frames(16000 * 14, 15) == 2000
+    assert context_frames(16000 * 29, 15) == 3000
+
+
+def test_live_turns_are_encoded_with_less_context_and_keep_their_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder sees 15 s, not 30 s, for a turn under 13 s; the transcripts are as good as with 30 s, and a
+    one-word turn is not repeated (what a context without padding, or under 15 s, does)."""
+    if missing := missing_tools():
+        pytest.fail(f"{missing} missing: run `make test`, which installs them")
+    engine = WhisperEngine(TranscriberSettings(live_context_s=15))
+    model = engine.model_for(None)[1]
+    encode, frames = model.encode, []
+    monkeypatch.setattr(model, "encode", lambda features: frames.append(features.shape[-1]) or encode(features))
+    turns = [decode(speak(text, voice)) for voice, text in LIVE_TURNS]
+    options = TranscribeOptions(language="en")
+    full = [engine.transcribe_batch([turn], [options])[0].text for turn in turns]
+    live = [engine.transcribe_batch([turn], [options], live=True)[0].text for turn in turns]
+    assert frames == [3000] * len(turns) + [1500] * len(turns)
+    texts = [text for _, text in LIVE_TURNS]
+    assert word_error_rate(texts, live) <= word_error_rate(texts, full) + 0.02, (full, live)
+    for (_, text), said in zip(LIVE_TURNS, live, strict=True):
+        assert len(said.split()) <= len(text.split()) + 1, f"{text!r} came out as {said!r}"
