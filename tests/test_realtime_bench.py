@@ -29,4 +29,4 @@ def test_live_turns_are_timed_alone_and_beside_file_clients_and_set_beside_the_f
     assert result["wer_points_above_file"] == pytest.approx(100 * (rows[0]["wer"] - result["file_wer"]), abs=0.01)
     assert [target["measured"] for target in result["targets"]] == [rows[0]["completed_p95_s"],
                                                                    result["wer_points_above_file"]]
-    assert path.with_suffix(".md").read_text().count("\n| ") == 2 + len(rows), "the header, the rule and the rows"
+    assert path.with_suffix(".md").read_text().count("\n|") == 2 + len(rows), "the header, the rule and the rows"
