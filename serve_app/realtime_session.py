@@ -333,9 +333,9 @@ class TranscriptionSession:
         partials = self.partials
         if partials is not None and not partials.take():
             return
-        self._decode(self.turn.held, committed=False)
-        if partials is not None and self._partial is not None:
-            self._partial.result.add_done_callback(lambda _: partials.give_back())
+        decoding = self._decode(self.turn.held, committed=False)
+        if partials is not None:
+            decoding.result.add_done_callback(lambda _: partials.give_back())
 
     def _maybe_decode_at_pause(self) -> None:
         """Decode the turn up to where it would be committed once a pause has lasted ``TAIL_MS``, as a committed
@@ -349,12 +349,13 @@ class TranscriptionSession:
         self._drop_partial()
         self._decode(cut, committed=True)
 
-    def _decode(self, cut: int, committed: bool) -> None:
-        """Start decoding the turn's first ``cut`` samples, a delta to follow."""
+    def _decode(self, cut: int, committed: bool) -> Decoding:
+        """Start decoding the turn's first ``cut`` samples, a delta to follow: the session's latest decoding."""
         turn = self.turn
         turn.decoded_at = turn.held
         result = asyncio.ensure_future(self.transcribe(turn.samples()[:cut], self._options(), committed))
         self._partial = Decoding(turn, turn.start + cut, result, asyncio.create_task(self._delta(turn, result)))
+        return self._partial
 
     def _decoding(self) -> bool:
         """Whether a decoding of the growing turn is under way, or its delta still being sent."""
