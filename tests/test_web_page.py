@@ -8,24 +8,29 @@ Playwright's own browser download is not used. Screenshots of each view go to th
 from __future__ import annotations
 
 import base64
+import io
 import os
 import re
 import shutil
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
 from benchmarks.support.fake_youtube import FakeYouTube
+from benchmarks.support.speech import speak, word_error_rate
 from serve_app.access import key_hash
 from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, Service, running, serve_config, until
 
 pytestmark = pytest.mark.serve
 
 API_KEY = "browser-test-key"
+LIVE_TURNS = [("flite:slt", "The museum opens at nine in the morning and closes early on Sundays."),
+              ("flite:awb", "Please bring a warm coat because the hall is cold in winter.")]
 JOB_TIMEOUT_S = 240
 PHONE = {"width": 390, "height": 844}
 
@@ -45,16 +50,25 @@ def keyed_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYo
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+def launch(playwright: Playwright, *args: str) -> Browser:
     """Headless Debian Chromium; as root in a container it needs ``--no-sandbox``."""
     executable = shutil.which("chromium")
     if executable is None:
         pytest.fail("chromium is missing: run `make test`, which installs it (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=args)
-        yield browser
-        browser.close()
+    sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []
+    return playwright.chromium.launch(executable_path=executable, headless=True, args=[*sandbox, *args])
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = launch(playwright)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture()
@@ -255,7 +269,7 @@ def test_phone_width_labels_and_keyboard(page: Page, stored: dict[str, str], scr
         .filter(el => !(el.labels?.length || el.getAttribute('aria-label') || el.textContent.trim()))
         .map(el => el.outerHTML)""")
     assert unlabelled == []
-    for view in ("#/add", "#/library", reader(stored["lecture"]), "#/search?q=water"):
+    for view in ("#/add", "#/library", reader(stored["lecture"]), "#/search?q=water", "#/live"):
         page.goto(f"/{view}")
         expect(page.locator("main section:not([hidden]) h2")).to_be_focused()
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
@@ -283,3 +297,51 @@ def test_phone_width_labels_and_keyboard(page: Page, stored: dict[str, str], scr
     assert start > 0, "Tab never reached a timestamp after the first"
     page.keyboard.press("Enter")
     until(lambda: start - 0.05 <= audio_time(page) < start + 3, 20, lambda: f"the audio at {start} s")
+
+
+def live_speech(path: Path) -> Path:
+    """LIVE_TURNS one after the other, 1.5 s of silence before each and 3 s after the last, as a 16-kHz WAV."""
+    frames = []
+    for voice, text in LIVE_TURNS:
+        with wave.open(io.BytesIO(speak(text, voice))) as turn:
+            frames += [b"\0\0" * 24000, turn.readframes(turn.getnframes())]
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes(b"".join(frames) + b"\0\0" * 48000)
+    return path
+
+
+def test_live_captions_of_the_microphone_are_kept_in_the_library(playwright: Playwright, keyed_service: Service,
+                                                                 tmp_path: Path, screenshots: Path) -> None:
+    """Chromium's fake microphone plays two spoken turns: a caption line each, then the kept transcript."""
+    audio = live_speech(tmp_path / "microphone.wav")
+    browser = launch(playwright, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                     f"--use-file-for-fake-audio-capture={audio}%noloop", "--autoplay-policy=no-user-gesture-required")
+    context = browser.new_context(base_url=keyed_service.url, viewport={"width": 1100, "height": 800})
+    page, errors = context.new_page(), []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        sign_in(page)
+        page.get_by_role("link", name="Live").click()
+        page.get_by_label("Keep the transcript in the library").check()
+        page.get_by_role("button", name="Start").click()
+        captions = page.locator("#captions li:not(.pending)")
+        expect(captions).to_have_count(len(LIVE_TURNS), timeout=90_000)
+        said = captions.all_inner_texts()
+        texts = [text for _, text in LIVE_TURNS]
+        assert word_error_rate(texts, said) < 0.35, said
+        page.screenshot(path=screenshots / "live.png", full_page=True)
+        page.get_by_role("button", name="Stop").click()
+        kept = page.get_by_role("link", name="read it")
+        expect(kept).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("button", name="Start")).to_be_enabled()
+        expect(page.locator("#live-error")).to_have_text("")
+        kept.click()
+        segments = page.locator("#segments li .text")
+        expect(segments).to_have_count(len(LIVE_TURNS), timeout=30_000)
+        assert segments.all_inner_texts() == said
+    finally:
+        context.close()
+        browser.close()
+    assert errors == [], f"the page logged errors: {errors}"

@@ -1,4 +1,5 @@
-// transcribe-serve's page: add sources, watch them, read and search transcripts, all over the HTTP API.
+// transcribe-serve's page: add sources, watch them, read and search transcripts, all over the HTTP API;
+// live captions of the microphone over /v1/realtime.
 // Plain JavaScript, no build step; text from the server is always set as text, never parsed as HTML.
 "use strict";
 
@@ -35,7 +36,7 @@ const REASONS = {
 };
 
 const $ = (selector) => document.querySelector(selector);
-const views = ["key", "add", "library", "read", "search"];
+const views = ["key", "add", "library", "read", "search", "live"];
 const uploads = [];  // transcriptions of dropped files: answered, not stored, so kept in this tab
 let keysRequired = false;
 let afterKey = "#/add";
@@ -115,7 +116,7 @@ function show(view) {
   $(`#${view}-title`).focus();
 }
 
-/** The hash is the view: #/add, #/library?offset=N, #/read/<id>?t=S, #/upload/<n>, #/search?q=… */
+/** The hash is the view: #/add, #/library?offset=N, #/read/<id>?t=S, #/upload/<n>, #/search?q=…, #/live */
 async function route() {
   const [path, query] = (location.hash.slice(1) || "/add").split("?");
   const params = new URLSearchParams(query || "");
@@ -127,6 +128,7 @@ async function route() {
     else if (path.startsWith("/read/")) await showStored(decodeURIComponent(path.slice(6)), params.get("t"));
     else if (path.startsWith("/upload/")) showUpload(Number(path.slice(8)));
     else if (path === "/search") await showSearch(params.get("q") || "");
+    else if (path === "/live") show("live");
     else show("add");
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return;
@@ -398,6 +400,132 @@ async function showSearch(query) {
   say(items.length ? `${items.length} passages found.` : "Nothing found.");
 }
 
+// ---- Live: the microphone to /v1/realtime (OpenAI's Realtime protocol), a caption line per turn ---------
+
+const LIVE_RATE = 24000;  // the protocol's PCM16 rate; the AudioContext resamples the microphone to it
+const ITEM = "conversation.item.input_audio_transcription";
+let live = null;  // the session in progress: socket, audio graph, turns still awaited
+
+function liveUrl(store) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/v1/realtime?intent=transcription${store ? "&store=true" : ""}`;
+}
+
+function base64(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+function captionLine(itemId) {
+  const found = [...$("#captions").children].find((line) => line.dataset.item === itemId);
+  if (found) return found;
+  const line = element("li", { className: "pending" });
+  line.dataset.item = itemId;
+  $("#captions").append(line);
+  return line;
+}
+
+/** A server event: deltas grow a grey line, ``completed`` settles it, failures and errors are said in words. */
+function onLiveEvent(event) {
+  if (event.type === "session.created") live.transcriptId = event.session.transcript_id;
+  else if (event.type === "input_audio_buffer.speech_started") live.speaking = true;
+  else if (event.type === "input_audio_buffer.speech_stopped") live.speaking = false;
+  else if (event.type === "input_audio_buffer.committed") live.awaited.add(event.item_id);
+  else if (event.type === `${ITEM}.delta`) captionLine(event.item_id).textContent += event.delta;
+  else if (event.type === `${ITEM}.completed` || event.type === `${ITEM}.failed`) {
+    const line = captionLine(event.item_id);
+    line.className = event.type.endsWith("failed") ? "error" : "";
+    line.textContent = event.transcript ?? reason(event.error?.code, event.error?.message);
+    if (!line.textContent) line.remove();
+    live.awaited.delete(event.item_id);
+  } else if (event.type === "error") $("#live-error").textContent = reason(event.error.code, event.error.message);
+  if (live.stopping && !live.awaited.size) live.socket.close(1000);
+}
+
+async function startLive() {
+  $("#live-error").textContent = "";
+  $("#live-kept").replaceChildren();
+  $("#captions").replaceChildren();
+  const store = $("#live-store").checked;
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1 } });
+  const context = new AudioContext({ sampleRate: LIVE_RATE });
+  await context.audioWorklet.addModule("/static/pcm-worklet.js");
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  const protocols = key ? ["realtime", `openai-insecure-api-key.${key}`] : ["realtime"];
+  const socket = new WebSocket(liveUrl(store), protocols);
+  live = { socket, stream, context, store, awaited: new Set(), speaking: false, stopping: false, transcriptId: null };
+  socket.onopen = () => {
+    socket.send(JSON.stringify({ type: "session.update", session: { type: "transcription", audio: { input: {
+      format: { type: "audio/pcm", rate: LIVE_RATE },
+      turn_detection: { type: "server_vad", silence_duration_ms: 500 } } } } }));
+    const node = new AudioWorkletNode(context, "pcm16-chunks", { processorOptions: { chunk: LIVE_RATE / 10 } });
+    node.port.onmessage = (message) => {
+      if (socket.readyState !== WebSocket.OPEN) return;
+      socket.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(new Uint8Array(message.data)) }));
+    };
+    context.createMediaStreamSource(stream).connect(node);
+    $("#live-stop").disabled = false;
+  };
+  socket.onmessage = (message) => onLiveEvent(JSON.parse(message.data));
+  socket.onclose = (event) => endLive(event);
+  $("#live-start").disabled = true;
+  say("Listening.");
+}
+
+function stopAudio(session) {
+  for (const track of session.stream.getTracks()) track.stop();
+  session.context.close();
+}
+
+/** Stop listening; the turn being spoken is committed, and the socket closes once every turn has its line. */
+function stopLive() {
+  $("#live-stop").disabled = true;
+  stopAudio(live);
+  live.stopping = true;
+  if (live.speaking) live.socket.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+  else if (!live.awaited.size) live.socket.close(1000);
+}
+
+function endLive(event) {
+  const session = live;
+  live = null;
+  if (!session.stopping) stopAudio(session);
+  $("#live-start").disabled = false;
+  $("#live-stop").disabled = true;
+  say("");
+  if (event.code !== 1000 && event.code !== 1005) {
+    $("#live-error").textContent = event.reason || `The connection ended (${event.code}).`;
+  } else if (session.store && session.transcriptId && $("#captions").children.length) {
+    showKept(session.transcriptId).catch((error) => { $("#live-kept").textContent = reason(error.code, error.message); });
+  }
+}
+
+/** Once the store has the session's transcript (kept as the session closes), a link to read it. The newest
+ * transcripts are listed until it is among them: asking for it by id would log a 404 in the console. */
+async function showKept(transcriptId) {
+  $("#live-kept").textContent = "Keeping the transcript\u2026";
+  for (let attempt = 0; attempt < 60; attempt++) {
+    const newest = await apiJson(`/v1/transcripts?offset=0&limit=${PAGE_SIZE}`);
+    if (newest.data.some((row) => row.key === transcriptId)) {
+      $("#live-kept").replaceChildren("Kept in the library: ", element("a", {
+        href: `#/read/${encodeURIComponent(transcriptId)}`, textContent: "read it" }));
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  $("#live-kept").textContent = "The transcript did not reach the library.";
+}
+
+function onLiveStart() {
+  startLive().catch((error) => {
+    if (live) stopAudio(live);
+    live = null;
+    $("#live-start").disabled = false;
+    $("#live-error").textContent = `The microphone could not be used: ${error.message}`;
+  });
+}
+
 // ---- Start ----------------------------------------------------------------------------------------
 
 async function start() {
@@ -409,6 +537,8 @@ async function start() {
     location.hash = afterKey === "#/key" ? "#/add" : afterKey;
   });
   $("#add-form").addEventListener("submit", onAdd);
+  $("#live-start").addEventListener("click", onLiveStart);
+  $("#live-stop").addEventListener("click", stopLive);
   $("#search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     location.hash = `#/search?q=${encodeURIComponent($("#q").value.trim())}`;
