@@ -439,7 +439,9 @@ function onLiveEvent(event) {
     line.textContent = event.transcript ?? reason(event.error?.code, event.error?.message);
     if (!line.textContent) line.remove();
     live.awaited.delete(event.item_id);
-  } else if (event.type === "error") $("#live-error").textContent = reason(event.error.code, event.error.message);
+  } else if (event.type === "error" && !(live.stopping && event.error.code === "input_audio_buffer_commit_empty")) {
+    $("#live-error").textContent = reason(event.error.code, event.error.message);  // (a stop just after a pause)
+  }
   if (live.stopping && !live.awaited.size) live.socket.close(1000);
 }
 
