@@ -343,8 +343,9 @@ class TranscriptionSession:
         pause = self.detector.silent_since if self.detector is not None else None
         if pause is None or self.heard < pause + TAIL:
             return
-        cut, current = pause + TAIL - self.turn.start, self._partial
-        if current is not None and current.end == pause + TAIL or cut * 1000 < self.limits.min_commit_ms * SAMPLE_RATE:
+        end, current = pause + TAIL, self._partial
+        cut = end - self.turn.start
+        if current is not None and current.end == end or cut * 1000 < self.limits.min_commit_ms * SAMPLE_RATE:
             return
         self._drop_partial()
         self._decode(cut, committed=True)
