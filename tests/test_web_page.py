@@ -71,15 +71,21 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
+def logged_errors(tab: Page) -> list[str]:
+    """The console errors and page errors ``tab`` will log, as they come."""
+    errors: list[str] = []
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
 @pytest.fixture()
 def page(browser: Browser, keyed_service: Service) -> Iterator[Page]:
     """A fresh tab (its own session storage) on the page; no console error or page error may happen in it."""
     context = browser.new_context(base_url=keyed_service.url, viewport={"width": 1100, "height": 800},
                                   accept_downloads=True)
     tab = context.new_page()
-    errors: list[str] = []
-    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    tab.on("pageerror", lambda error: errors.append(str(error)))
+    errors = logged_errors(tab)
     yield tab
     context.close()
     assert errors == [], f"the page logged errors: {errors}"
@@ -318,9 +324,8 @@ def test_live_captions_of_the_microphone_are_kept_in_the_library(playwright: Pla
     browser = launch(playwright, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                      f"--use-file-for-fake-audio-capture={audio}%noloop", "--autoplay-policy=no-user-gesture-required")
     context = browser.new_context(base_url=keyed_service.url, viewport={"width": 1100, "height": 800})
-    page, errors = context.new_page(), []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page = context.new_page()
+    errors = logged_errors(page)
     try:
         sign_in(page)
         page.get_by_role("link", name="Live").click()
