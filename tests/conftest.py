@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +32,34 @@ from deployments.schemas import AudioEnd, AudioWindow, Resolved
 
 SERVE_BIN = BIN / "serve"
 
+
+_OWN_RAY_TMPDIR = pytest.StashKey[str]()
+"""The Ray temp root this run made (absent when ``RAY_TMPDIR`` was given)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this run a Ray temp root of its own, so no test depends on what an earlier run left in /tmp/ray.
+
+    Ray keeps its sessions and the "current cluster" record under ``$RAY_TMPDIR/ray``; the folder starts
+    empty, as on a machine where Ray never ran, and a stale record elsewhere is never read. A path given in
+    ``RAY_TMPDIR`` is kept. The folder's path is short: Ray's socket paths live under it.
+    """
+    if "RAY_TMPDIR" not in os.environ:
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-tests-")
+        config.stash[_OWN_RAY_TMPDIR] = os.environ["RAY_TMPDIR"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this run's Ray temp root when every test passed; keep it (and say where) for a failure's logs."""
+    folder = session.config.stash.get(_OWN_RAY_TMPDIR, None)
+    if folder is None:
+        return
+    if exitstatus == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        print(f"\nRay's logs of this run: {folder}/ray")
+
+
 def until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str] | str,
           interval_s: float = 0.2) -> Any:
     """Poll ``condition`` until it returns something truthy; fail saying ``what`` when it never does."""
@@ -41,10 +71,10 @@ def until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str
     pytest.fail(f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}")
 
 
-def speak(text: str, path: Path) -> Path:
+def speak(text: str, path: Path, sentence_pause_ms: int = 0) -> Path:
     """Speak ``text`` to a WAV file with espeak-ng; the text is the reference transcript."""
     try:
-        path.write_bytes(synthesise(text, ESPEAK))
+        path.write_bytes(synthesise(text, ESPEAK, sentence_pause_ms))
     except RuntimeError as missing:
         pytest.fail(str(missing))
     return path
@@ -58,15 +88,21 @@ def ffmpeg(*args: str | Path) -> None:
                    capture_output=True)
 
 
+SENTENCE_PAUSE_MS = 600
+"""The pause after each sentence of the ``speech`` fixture's files."""
 TRUNCATED_MP3_BYTES = 3000
 """The served ``truncated.mp3`` is ``whole.mp3`` cut after this many bytes (its header still declares the whole)."""
 
 
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A WAV file per script in SCRIPTS."""
+    """A WAV file per script in SCRIPTS, read with a pause after each sentence.
+
+    The pauses make segment ends that tests can count on: read without them, tiny.en may run the lecture's
+    three sentences into one segment.
+    """
     folder = tmp_path_factory.mktemp("speech")
-    return {name: speak(text, folder / f"{name}.wav") for name, text in SCRIPTS.items()}
+    return {name: speak(text, folder / f"{name}.wav", SENTENCE_PAUSE_MS) for name, text in SCRIPTS.items()}
 
 
 def write_tone(path: Path, seconds: float, rate: int = 16000) -> Path:

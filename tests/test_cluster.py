@@ -41,7 +41,7 @@ from ray.util.state import list_actors
 from deployments.settings import EMBEDDED
 from tests.conftest import until
 
-pytestmark = pytest.mark.serve
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 2**30
@@ -158,6 +158,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     """
     failed_before = request.session.testsfailed
     address_file = Path(get_ray_address_file(None))
+    address_file.parent.mkdir(parents=True, exist_ok=True)  # Cluster writes its record there, and never makes it
     previous_address = read_address(address_file)
     temp_dir = tempfile.mkdtemp(prefix="rc-")  # short: Ray's socket paths live under it
     config = cpu_layout(free_port(), tmp_path_factory.mktemp("store"))
