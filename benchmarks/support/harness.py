@@ -84,8 +84,34 @@ def wait_until_running(url: str, proc: subprocess.Popen | None, log: Path, timeo
     raise LaunchError(f"the app was not RUNNING after {timeout_s}s:\n{_tail(log)}")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """TERM a process group (a backgrounded ``serve run`` ignores SIGINT), KILL it if it lingers."""
+@dataclass
+class Spawned:
+    """A process leading its own process group, and the reaper that ends that group if this process dies."""
+
+    proc: subprocess.Popen
+    reaper: subprocess.Popen
+
+
+def _spawn(command: list[str], log: Path, head_address: str | None = None) -> Spawned:
+    """``command`` in a new session (a terminal's Ctrl-C reaches pytest, whose teardown stops it), with a reaper.
+
+    For a Ray head, ``head_address`` is its GCS address: the reaper then also removes Ray's record of it.
+    """
+    from ray._common.utils import get_ray_address_file
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    forget = ["--forget", get_ray_address_file(None), head_address] if head_address else []
+    reaper = subprocess.Popen([sys.executable, "-m", "benchmarks.support.reaper", str(proc.pid), *forget],
+                              cwd=ROOT, env=env, stdin=subprocess.PIPE, start_new_session=True)
+    return Spawned(proc, reaper)
+
+
+def stop(spawned: Spawned) -> None:
+    """TERM the process group (a backgrounded ``serve run`` ignores SIGINT), KILL it if it lingers; then the reaper."""
+    proc = spawned.proc
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -93,55 +119,60 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert spawned.reaper.stdin is not None
+    spawned.reaper.stdin.close()  # end-of-file: the reaper ends whatever of the group outlived its leader
+    spawned.reaper.wait()
 
 
-def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+@dataclass
+class LocalHead:
+    """A running Ray head: its GCS address, its dashboard, and the ``ray start --block`` process's pid."""
+
+    address: str
+    dashboard_url: str
+    pid: int
+    """Every process of this cluster descends from it."""
+
+
+@contextmanager
+def local_head(folder: Path, num_cpus: int = 2, num_gpus: int | None = None) -> Iterator[LocalHead]:
+    """A Ray head on free ports that is gone, with Ray's record of it, once the block ends or this process dies.
+
+    Its record goes where Ray puts it (``RAY_TMPDIR``, which tests/conftest.py points at a folder of its own).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    gcs_port, dashboard_port = free_port(), free_port()
+    address = f"127.0.0.1:{gcs_port}"
+    resources = [f"--num-cpus={num_cpus}"] + ([f"--num-gpus={num_gpus}"] if num_gpus is not None else [])
+    ray_log = folder / "ray.log"
+    head = _spawn([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
+                   f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", *resources], ray_log,
+                  head_address=address)
+    try:
+        wait_for_port(gcs_port, head.proc, ray_log, timeout_s=120)
+        yield LocalHead(address, f"http://127.0.0.1:{dashboard_port}", head.proc.pid)
+    finally:
+        stop(head)
 
 
 @contextmanager
 def local_app(config: dict, folder: Path, num_cpus: int = 2, num_gpus: int | None = None,
               timeout_s: float = 420) -> Iterator[LocalApp]:
     """Run ``config`` (a Serve config dict) on a fresh local cluster; its HTTP port is replaced by a free one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port, gcs_port, dashboard_port = free_port(), free_port(), free_port()
+    port = free_port()
     config = {**config, "http_options": {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}}
-    config_path = folder / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    ray_log, log = folder / "ray.log", folder / "serve.log"
-    resources = [f"--num-cpus={num_cpus}"] + ([f"--num-gpus={num_gpus}"] if num_gpus is not None else [])
-    head = _spawn([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
-                   f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", *resources], ray_log, env)
-    try:
-        wait_for_port(gcs_port, head, ray_log, timeout_s=120)
-        ray_address = f"127.0.0.1:{gcs_port}"
-        proc = _spawn([str(BIN / "serve"), "run", f"--address={ray_address}", str(config_path)], log, env)
+    with local_head(folder, num_cpus, num_gpus) as head:
+        config_path = folder / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        log = folder / "serve.log"
+        serve = _spawn([str(BIN / "serve"), "run", f"--address={head.address}", str(config_path)], log)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_until_running(url, proc, log, timeout_s=timeout_s)
-            yield LocalApp(url=url, ray_address=ray_address, dashboard_url=f"http://127.0.0.1:{dashboard_port}",
-                           log=log, head_pid=head.pid)
+            wait_until_running(url, serve.proc, log, timeout_s=timeout_s)
+            yield LocalApp(url=url, ray_address=head.address, dashboard_url=head.dashboard_url, log=log,
+                           head_pid=head.pid)
         finally:
-            stop(proc)
-    finally:
-        stop(head)
-        forget_cluster(gcs_port)
-
-
-def forget_cluster(gcs_port: int) -> None:
-    """Remove Ray's record of the latest cluster if it is the one just stopped.
-
-    ``ray start`` writes its address to /tmp/ray/ray_current_cluster and a stopped ``--block`` head leaves
-    it behind; a later ``serve run`` or ``ray.init()`` without an address would then wait on a dead cluster.
-    """
-    from ray._common.utils import get_ray_address_file
-
-    record = Path(get_ray_address_file(None))
-    if record.is_file() and record.read_text().strip().endswith(f":{gcs_port}"):
-        record.unlink(missing_ok=True)
+            stop(serve)
 
 
 def gpu_config(config: dict[str, Any]) -> dict[str, Any]:
