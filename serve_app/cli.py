@@ -19,7 +19,11 @@ from serve_app.progress import job_progress
 
 def _check(args: argparse.Namespace) -> int:
     config = yaml.safe_load(Path(args.config).read_text())
-    cluster = None if args.offline else preflight.inspect_cluster(args.address, config, gpu=args.gpu)
+    try:
+        cluster = None if args.offline else preflight.inspect_cluster(args.address, config, gpu=args.gpu)
+    except preflight.NoCluster as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     problems = preflight.check(config, cluster)
     if args.gpu:
         lines = preflight.local_gpu_lines() if cluster is None else cluster.gpu_lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,11 +201,36 @@ def gpu_report(lines: dict[str, list[Any]]) -> str:
 
 def local_gpu_lines() -> dict[str, list[Any]]:
     """The CUDA stack's check lines of this machine, as ``inspect_cluster`` gives them per GPU node."""
-    import socket
-
     from deployments.cuda_stack import node_checks
 
     return {f"{socket.gethostname()} (this machine)": node_checks()}
+
+
+class NoCluster(RuntimeError):
+    """No Ray cluster answers at the address given, or at the one Ray resolved it to."""
+
+
+def answering_address(address: str, timeout_s: float = 3.0) -> str:
+    """``address`` as Ray resolves it ("auto": ``RAY_ADDRESS``, Ray's record of the latest cluster, a running
+    one), once something listens there; else NoCluster at once, where ``ray.init`` would wait on a dead head."""
+    from ray._common.utils import get_ray_address_file
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        resolved = get_ray_address_from_environment(address, None)
+    except ConnectionError as error:
+        raise NoCluster(str(error)) from None
+    if "://" in resolved:  # a Ray Client address: ray.init reports on it itself
+        return resolved
+    host, _, port = resolved.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError):
+        record = get_ray_address_file(None)
+        origin = f" (from {record}, left by a cluster that has stopped)" if resolved != address else ""
+        raise NoCluster(f"no Ray cluster answers at {resolved}{origin}: start one (`ray start --head`) "
+                        "or pass --address") from None
+    return resolved
 
 
 def inspect_cluster(address: str, config: dict[str, Any], gpu: bool, timeout_s: float = 300) -> Cluster:
@@ -215,7 +241,7 @@ def inspect_cluster(address: str, config: dict[str, Any], gpu: bool, timeout_s: 
     from deployments.cuda_stack import Line, node_checks
 
     secrets = {key: value for app in config.get("applications", []) for key, value in _secrets_of(app).items()}
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    ray.init(address=answering_address(address), logging_level="ERROR", log_to_driver=False)
     try:
         alive = [node for node in ray.nodes() if node.get("Alive")]
         reports = {node["NodeManagerAddress"]: _task_on(node, node_report, num_cpus=0).remote(
