@@ -20,6 +20,7 @@ import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
@@ -106,11 +107,17 @@ def missing_tools(engines: tuple[str, ...] = ("flite", "festival")) -> list[str]
     return [PROGRAMS[engine] for engine in engines if shutil.which(PROGRAMS[engine]) is None]
 
 
-def speak(text: str, voice: str) -> bytes:
+def speak(text: str, voice: str, sentence_pause_ms: int = 0) -> bytes:
     """``text`` read by ``voice`` (``flite:NAME``, ``festival:kal`` or ``espeak-ng:LANGUAGE``) as a WAV file.
 
-    flite and festival write 16-bit mono at 16 kHz; espeak-ng at its own 22.05 kHz.
+    flite and festival write 16-bit mono at 16 kHz; espeak-ng at its own 22.05 kHz. ``sentence_pause_ms``
+    (espeak-ng only) pauses after each sentence as a speaker does, so that segments end where sentences do.
     """
+    if sentence_pause_ms:
+        if not voice.startswith("espeak-ng:"):
+            raise ValueError(f"sentence pauses are made with espeak-ng's SSML, not by {voice}")
+        pause = f'<break time="{sentence_pause_ms}ms"/>'
+        text = "<speak>" + re.sub(r"(?<=[.?!])\s+", f" {pause} ", escape(text)) + "</speak>"
     engine, name = voice.split(":", 1)
     if missing := missing_tools((engine,)):
         raise RuntimeError(f"{missing[0]} is missing: run `make test`, which installs it")
@@ -119,7 +126,8 @@ def speak(text: str, voice: str) -> bytes:
         if engine == "flite":
             subprocess.run(["flite", "-voice", name, "-t", text, "-o", str(path)], check=True, capture_output=True)
         elif engine == "espeak-ng":
-            subprocess.run(["espeak-ng", "-v", name, "-w", str(path), text], check=True, capture_output=True)
+            markup = ["-m"] if sentence_pause_ms else []
+            subprocess.run(["espeak-ng", "-v", name, *markup, "-w", str(path), text], check=True, capture_output=True)
         else:
             subprocess.run(["text2wave", "-o", str(path)], input=text.encode(), check=True, capture_output=True)
         return path.read_bytes()
