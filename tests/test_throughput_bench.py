@@ -20,6 +20,7 @@ KINDS = {"direct", "batched", "naive", "service", "service_timed", "long_direct"
 
 
 @pytest.mark.serve
+@pytest.mark.slow
 def test_every_mode_is_measured_side_by_side(tmp_path: Path) -> None:
     assert main(["--quick", "--out", str(tmp_path), "--concurrency", "2", "--long-minutes", "0.3"]) == 0
     (path,) = tmp_path.glob("*.json")
