@@ -122,8 +122,8 @@ class JobManager:
     async def _item(self, item: dict[str, Any], spec: JobSpec) -> None:
         async with self._slots:
             update = self.store.update_item
-            model = self.pipeline.check_model(spec.model) if spec.source != "captions" else None
-            stored = await asyncio.to_thread(self.store.stored_source, source_identity(item["url"]), model)
+            models = self.pipeline.models_for(spec.model, spec.language) if spec.source != "captions" else []
+            stored = await asyncio.to_thread(self.store.stored_source, source_identity(item["url"]), models)
             if stored is not None and item["status"] == "running":  # stored by this job before its runner stopped
                 await asyncio.to_thread(update, item, status="done", source=stored["source"],
                                         audio_seconds=stored["duration"], transcript_key=stored["key"])

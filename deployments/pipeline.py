@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments.diarization import diarized
-from deployments.errors import InvalidRequest, UnknownModel
+from deployments.errors import InvalidRequest
 from deployments.handles import ServiceHandle
+from deployments.language_routing import check_request, resolved, unnamed
 from deployments.schemas import (
     AudioEnd,
     Passage,
@@ -95,13 +96,16 @@ class TranscriptPipeline:
             raise InvalidRequest("captions have no speakers: diarizing needs source 'asr' or 'auto'", param="source")
         return "asr"
 
-    def check_model(self, requested: str | None) -> str:
-        """The configured model name for a request, refused before any download when unknown."""
-        name = self.settings.resolve(requested)
-        if name is None:
-            allowed = sorted({*self.settings.models, *self.settings.aliases})
-            raise UnknownModel(f"model {requested!r} is not served here; choose one of {allowed}", param="model")
-        return name
+    def check_model(self, requested: str | None, language: str | None = None) -> str:
+        """The configured model name (or the routed name) for a source request (file, URL, job item), refused before
+        any download when unknown or unable to serve ``language``; naming no model asks for routing."""
+        return check_request(self.settings, unnamed(self.settings, requested), language)
+
+    def models_for(self, requested: str | None, language: str | None) -> list[str]:
+        """The models a source request's transcript may have come from: the routed name's, or the one it names."""
+        name = self.check_model(requested, language)
+        routing = self.settings.routing
+        return list(routing.models) if routing is not None and self.settings.is_routed(name) else [name]
 
     async def expand(self, url: str) -> list[str]:
         """The items of a playlist, channel or multi-media page (the URL itself for one item)."""
@@ -119,6 +123,7 @@ class TranscriptPipeline:
         """
         if (data is None) == (url is None):
             raise InvalidRequest("send exactly one of 'file' and 'url'", param="file")
+        options = resolved(self.settings, options)
         source = self.check_diarize(options.diarize, source)
         known = None
         if options.diarize:
@@ -172,7 +177,7 @@ class TranscriptPipeline:
 
     async def transcript_and_passages(self, spec: TranscriptSpec) -> tuple[Transcript, list[Passage]]:
         """The transcript and its passages with their vectors (what the store keeps)."""
-        model = self.check_model(spec.model)
+        model = self.check_model(spec.model, spec.language)
         options = TranscribeOptions(model=model, language=spec.language, diarize=spec.diarize)
         source = await self.resolve(None, None, spec.url, spec.source, spec.language, options)
         resolved = source.header

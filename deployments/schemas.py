@@ -33,6 +33,8 @@ class Segment(BaseModel):
     words: list[Word] | None = None
     speaker: str | None = None
     """Who said it, when the transcript was diarized."""
+    language: str | None = None
+    """The language its window was decoded in (ASR segments): a talk that changes language keeps each part's."""
 
 
 class TranscribeOptions(BaseModel):

@@ -134,9 +134,10 @@ class TranscriptStore:
         rows = self._where(TRANSCRIPTS, f"key = {_quote(key)}", limit=1)
         return {**rows[0], "segments": json.loads(rows[0]["segments"])} if rows else None
 
-    def stored_source(self, source_key: str, model: str | None) -> dict[str, Any] | None:
-        """The stored transcript of this source by ``model`` (or from its captions): its key, duration and source."""
-        keys = [transcript_key(source_key, model), transcript_key(source_key, None)]
+    def stored_source(self, source_key: str, models: list[str]) -> dict[str, Any] | None:
+        """The stored transcript of this source by one of ``models`` (or from its captions): its key, duration and
+        source."""
+        keys = [*(transcript_key(source_key, model) for model in models), transcript_key(source_key, None)]
         rows = self._where(TRANSCRIPTS, f"key IN ({', '.join(map(_quote, keys))})", limit=1)
         return {name: rows[0][name] for name in ("key", "duration", "source")} if rows else None
 

@@ -136,10 +136,13 @@ class EmbeddingResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """OpenAI's model object; a speech model's also lists the languages it transcribes (this service's extension)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "transcribe-serve"
+    languages: list[str] | None = Field(None, description="ISO 639-1 codes; absent for the embedding model.")
 
 
 class ModelList(BaseModel):
