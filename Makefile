@@ -111,6 +111,7 @@ bench: install-test
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.diarization
 	$(PY) -m benchmarks.realtime
+	$(PY) -m benchmarks.languages
 
 lint: install-test
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
