@@ -97,13 +97,17 @@ class TranscriptPipeline:
         return "asr"
 
     def check_model(self, requested: str | None, language: str | None = None) -> str:
-        """The configured model name (or the routed name) for a source request (file, URL, job item), refused before
-        any download when unknown or unable to serve ``language``; naming no model asks for routing."""
-        return check_request(self.settings, unnamed(self.settings, requested), language)
+        """The configured model name (or the routed name) for a request, refused before any download when unknown
+        or unable to serve ``language``; naming no model means the default (a realtime session's rule)."""
+        return check_request(self.settings, requested, language)
+
+    def check_source_model(self, requested: str | None, language: str | None = None) -> str:
+        """``check_model`` for a source (an upload, a URL, a job's item), where naming no model asks for routing."""
+        return self.check_model(unnamed(self.settings, requested), language)
 
     def models_for(self, requested: str | None, language: str | None) -> list[str]:
         """The models a source request's transcript may have come from: the routed name's, or the one it names."""
-        name = self.check_model(requested, language)
+        name = self.check_source_model(requested, language)
         routing = self.settings.routing
         return list(routing.models) if routing is not None and self.settings.is_routed(name) else [name]
 
@@ -177,7 +181,7 @@ class TranscriptPipeline:
 
     async def transcript_and_passages(self, spec: TranscriptSpec) -> tuple[Transcript, list[Passage]]:
         """The transcript and its passages with their vectors (what the store keeps)."""
-        model = self.check_model(spec.model, spec.language)
+        model = self.check_source_model(spec.model, spec.language)
         options = TranscribeOptions(model=model, language=spec.language, diarize=spec.diarize)
         source = await self.resolve(None, None, spec.url, spec.source, spec.language, options)
         resolved = source.header

@@ -263,7 +263,7 @@ async def stats(graph: GraphDep) -> dict:
 async def _audio(graph: Graph, form: AudioForm, task: Literal["transcribe", "translate"]) -> Response:
     """Transcription and translation share everything but the task."""
     pipeline = graph.pipeline
-    pipeline.check_model(form.model, form.language)
+    pipeline.check_source_model(form.model, form.language)
     data = None if form.file is None else await read_limited(form.file, graph.settings.ingress.max_upload_bytes)
     filename = form.file.filename if form.file is not None else None
     source = "asr" if task == "translate" else form.source
@@ -334,7 +334,7 @@ async def transcripts(graph: GraphDep, request: TranscriptRequest) -> Transcript
 @router.post("/v1/jobs", status_code=202)
 async def create_job(graph: GraphDep, request: JobRequest) -> JSONResponse:
     """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
-    graph.pipeline.check_model(request.model, request.language)
+    graph.pipeline.check_source_model(request.model, request.language)
     graph.pipeline.check_diarize(request.diarize, request.source)
     return JSONResponse(await graph.jobs.submit.remote(request.spec(), request.urls, request.playlist),
                         status_code=202)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.language_routing import check_request, resolved, unnamed
 from deployments.languages import whisper_languages
+from deployments.pipeline import TranscriptPipeline
 from deployments.schemas import TranscribeOptions
 from deployments.settings import EMBEDDED, TranscriberSettings
 from tests.conftest import local_config
@@ -67,3 +68,10 @@ def test_routing_must_name_served_models_and_a_detector_that_can_detect() -> Non
     routed = TranscriberSettings(models=models, aliases={"whisper-1": "auto"},
                                  routing={"detector": BASE, "models": ["tiny.en", BASE]})
     assert routed.resolve("whisper-1") == "auto", "an alias may point at the routed name"
+
+
+def test_a_source_naming_no_model_is_routed_but_a_live_session_keeps_the_default(settings: TranscriberSettings) -> None:
+    pipeline = TranscriptPipeline(None, None, settings)  # the checks touch no deployment
+    assert pipeline.check_source_model(None) == "auto" and pipeline.check_model(None) == "tiny.en"
+    assert pipeline.models_for(None, None) == ["tiny.en", BASE], "a job skips a source stored by either"
+    assert pipeline.models_for("base", None) == [BASE]
