@@ -146,8 +146,11 @@ class JobManager:
 
     async def _ingest(self, item: dict[str, Any], spec: JobSpec, attempt: int) -> None:
         item_spec = TranscriptSpec(url=item["url"], source=spec.source, language=spec.language, model=spec.model,
-                                   embed=True, diarize=spec.diarize)
+                                   embed=True, diarize=spec.diarize, translate=spec.translate)
         transcript, passages = await self.pipeline.transcript_and_passages(item_spec)
+        translated = await self.pipeline.translation(item_spec, transcript) if spec.translate else None
+        if translated is not None:
+            await asyncio.to_thread(self.store.keep, *translated)
         key = await asyncio.to_thread(self.store.keep, transcript, passages)
         await asyncio.to_thread(self.store.update_item, item, status="done", source=transcript.source,
                                 audio_seconds=transcript.duration_s, transcript_key=key, attempts=attempt)

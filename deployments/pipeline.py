@@ -184,13 +184,32 @@ class TranscriptPipeline:
         model = self.check_source_model(spec.model, spec.language)
         options = TranscribeOptions(model=model, language=spec.language, diarize=spec.diarize)
         source = await self.resolve(None, None, spec.url, spec.source, spec.language, options)
-        resolved = source.header
-        result = await self.transcription(source)
+        return await self._kept(source.header, await self.transcription(source), spec.embed, source.header.key)
+
+    async def translation(self, spec: TranscriptSpec, original: Transcript) -> tuple[Transcript, list[Passage]] | None:
+        """The English version of ``original`` (speech in another language), kept beside it with its own passages, so
+        an English search finds the source at the moment a passage was spoken; None when it is English already.
+
+        The audio is decoded again with the task ``translate``, by the model and in the language of the original
+        (captions too are translated from the audio). Its id is the source's with ``+en``.
+        """
+        if original.language in (None, "en"):
+            return None
+        model = original.model if original.source == "asr" else None
+        options = TranscribeOptions(model=self.check_source_model(model, original.language), language=original.language,
+                                    task="translate")
+        source = await self.resolve(None, None, spec.url, "asr", original.language, options)
+        english = (await self.transcription(source)).model_copy(update={"language": "en"})
+        return await self._kept(source.header, english, spec.embed, f"{original.id}+en")
+
+    async def _kept(self, resolved: Resolved, result: Transcription, embed: bool,
+                    key: str) -> tuple[Transcript, list[Passage]]:
+        """A transcription as the store keeps it, under ``key``, with its passages embedded when ``embed``."""
         passages: list[Passage] = []
-        if spec.embed and result.segments:
+        if embed and result.segments:
             passages = await self.embedder.embed_transcript.remote(result.segments)
         transcript = Transcript(
-            id=resolved.key,
+            id=key,
             url=resolved.url,
             title=resolved.title,
             duration_s=round(result.duration, 3),

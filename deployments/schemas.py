@@ -166,6 +166,8 @@ class TranscriptSpec(BaseModel):
     model: str | None = None
     embed: bool = True
     diarize: bool = False
+    translate: bool = False
+    """Also make an English version of speech in another language (``TranscriptPipeline.translation``)."""
 
 
 class JobSpec(BaseModel):
@@ -177,6 +179,7 @@ class JobSpec(BaseModel):
     model: str | None = None
     language: str | None = None
     diarize: bool = False
+    translate: bool = False
 
 
 class Embeddings(BaseModel):

@@ -26,7 +26,15 @@ from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, Unknow
 from deployments.handles import ServiceHandle
 from deployments.jobs import JobRunner
 from deployments.pipeline import TranscriptPipeline
-from deployments.schemas import Reference, Segment, SourceMode, TranscribeOptions, Transcription
+from deployments.schemas import (
+    Passage,
+    Reference,
+    Segment,
+    SourceMode,
+    TranscribeOptions,
+    Transcript,
+    Transcription,
+)
 from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl
 from serve_app.access import install as install_access
@@ -315,11 +323,19 @@ async def create_embeddings(graph: GraphDep, request: EmbeddingRequest) -> Embed
 
 
 async def _transcript(graph: Graph, request: TranscriptRequest) -> TranscriptResponse:
-    """A source URL's transcript with embedded passages, kept in the store unless the request says not to."""
-    transcript, passages = await graph.pipeline.transcript_and_passages(
-        request.spec(graph.settings.ingress.default_embed))
+    """A source URL's transcript with embedded passages (and, with ``translate``, its English version), kept in the
+    store unless the request says not to."""
+    spec = request.spec(graph.settings.ingress.default_embed)
+    transcript, passages = await graph.pipeline.transcript_and_passages(spec)
+    translated = await graph.pipeline.translation(spec, transcript) if spec.translate else None
+    english = None if translated is None else await _answer(graph, *translated, request.store)
+    return (await _answer(graph, transcript, passages, request.store)).model_copy(update={"translation": english})
+
+
+async def _answer(graph: Graph, transcript: Transcript, passages: list[Passage], store: bool) -> TranscriptResponse:
+    """A transcript as answered, kept in the store first when ``store``."""
     response = TranscriptResponse(**transcript.model_dump())
-    if not request.store:
+    if not store:
         return response
     key = await graph.jobs.keep.remote(transcript, passages)
     return response.model_copy(update={"transcript_id": key, "warning": None if passages else UNSEARCHABLE})

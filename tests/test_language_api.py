@@ -85,20 +85,34 @@ def test_translation_gives_english_from_another_language(service: Service, clips
     assert {"water", "sky", "sea"} <= set(re.findall(r"[a-z]+", body["text"].lower())), body["text"]
 
 
-def test_a_stored_transcript_says_its_language_and_model_and_a_wrong_one_is_never_stored(
+def test_a_stored_transcript_says_its_language_and_model_keeps_an_english_version_and_a_wrong_one_is_never_stored(
         service: Service, clips: dict[str, Path], fake_youtube: FakeYouTube) -> None:
+    """A Russian video without captions, asked with ``translate``: the Russian transcript and its English version
+    stored side by side, and an English search finding the video at the moment of the passage."""
     fake_youtube.videos[RUSSIAN_ID] = FakeVideo("Круговорот воды", audio=clips["ru"])
     url = f"https://www.youtube.com/watch?v={RUSSIAN_ID}"
     refused = httpx.post(f"{service.url}/v1/transcripts", json={"url": url, "model": "tiny.en", "language": "ru"},
                          timeout=TIMEOUT)
     assert refused.status_code == 400 and "'ru'" in refused.json()["error"]["message"], refused.text
-    response = httpx.post(f"{service.url}/v1/transcripts", json={"url": url}, timeout=TIMEOUT)
+    response = httpx.post(f"{service.url}/v1/transcripts", json={"url": url, "translate": True}, timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["source"], body["language"], body["model"]) == ("asr", "ru", BASE)
     assert word_error_rate(LANGUAGES["ru"][1], body["text"]) <= 0.3, body["text"]
     kept = httpx.get(f"{service.url}/v1/transcripts/{body['transcript_id']}", timeout=30).json()
     assert (kept["language"], kept["model"]) == ("ru", BASE)
+    english = body["translation"]
+    assert english["transcript_id"] == f"youtube:{RUSSIAN_ID}+en|{BASE}" and english["language"] == "en"
+    assert {"water", "sky", "sea"} <= set(re.findall(r"[a-z]+", english["text"].lower())), english["text"]
+    hits = httpx.get(f"{service.url}/v1/search", timeout=60, params={
+        "q": "rain falling from the sky", "k": 3, "transcript_id": english["transcript_id"]}).json()["data"]
+    found = [h for h in hits if h["transcript_id"] == english["transcript_id"]]
+    assert found, [h["transcript_id"] for h in hits]
+    assert found[0]["url"] == url and 0 <= found[0]["start"] < body["duration_s"]
+    assert found[0]["link"] == f"{url}&t={int(found[0]['start'])}s", "the link opens the video at the passage"
+    srt = httpx.get(f"{service.url}/v1/transcripts/{english['transcript_id']}",
+                    params={"response_format": "srt"}, timeout=30).text
+    assert "-->" in srt and "water" in srt.lower(), "the English version downloads as subtitles too"
     keys = [row["key"] for row in httpx.get(f"{service.url}/v1/transcripts", params={"limit": 500},
                                             timeout=30).json()["data"]]
     assert keys.count(body["transcript_id"]) == 1 and f"youtube:{RUSSIAN_ID}|tiny.en" not in keys
