@@ -27,7 +27,7 @@ from deployments.handles import ServiceHandle
 from deployments.pipeline import TranscriptPipeline
 from deployments.schemas import JobSpec, Passage, Transcript, TranscriptSpec
 from deployments.settings import JobSettings, StoreSettings, TranscriberSettings
-from deployments.store import TranscriptStore
+from deployments.store import TranscriptStore, other_version
 
 FINAL = frozenset({"done", "failed", "skipped"})
 
@@ -186,8 +186,13 @@ class JobRunner:
         return await asyncio.to_thread(self.store.list_transcripts, offset, limit)
 
     async def transcript(self, key: str) -> dict[str, Any] | None:
-        """One stored transcript with its segments, or None."""
-        return await asyncio.to_thread(self.store.get_transcript, key)
+        """One stored transcript with its segments, or None; with the key of its other version (``translate``: the
+        English one, or the original of an English one) when that is stored too."""
+        found = await asyncio.to_thread(self.store.get_transcript, key)
+        other = other_version(key)
+        if found is not None and await asyncio.to_thread(self.store.get_transcript, other) is not None:
+            found["other_version"] = other
+        return found
 
     async def search(self, query: str, k: int, key: str | None = None,
                      speaker: str | None = None) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from deployments.schemas import (
     TranscriptSpec,
 )
 from deployments.settings import TranscriberSettings
+from deployments.store import ENGLISH_VERSION
 from deployments.windows import shifted, stitch
 
 
@@ -200,7 +201,7 @@ class TranscriptPipeline:
                                     task="translate")
         source = await self.resolve(None, None, spec.url, "asr", original.language, options)
         english = (await self.transcription(source)).model_copy(update={"language": "en"})
-        return await self._kept(source.header, english, spec.embed, f"{original.id}+en")
+        return await self._kept(source.header, english, spec.embed, f"{original.id}{ENGLISH_VERSION}")
 
     async def _kept(self, resolved: Resolved, result: Transcription, embed: bool,
                     key: str) -> tuple[Transcript, list[Passage]]:

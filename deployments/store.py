@@ -55,6 +55,18 @@ def transcript_key(source_key: str, model: str | None) -> str:
     return f"{source_key}|{model or 'captions'}"
 
 
+ENGLISH_VERSION = "+en"
+"""A source's identity with this suffix is the English version of its transcript (``translate: true``)."""
+
+
+def other_version(key: str) -> str:
+    """The key of a stored transcript's English version, or of the original for an English version's key."""
+    source, _, model = key.rpartition("|")
+    if source.endswith(ENGLISH_VERSION):
+        return f"{source.removesuffix(ENGLISH_VERSION)}|{model}"
+    return f"{source}{ENGLISH_VERSION}|{model}"
+
+
 def transcript_record(response: Any) -> dict[str, Any]:
     """A transcript row from a transcript answer (``TranscriptResponse``: id, url, title, text, segments…)."""
     return {"key": transcript_key(response.id, response.model), "source_key": response.id, "url": response.url,
