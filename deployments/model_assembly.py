@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ModelIntegrityError, FileNotFoundError) as refused:
             print(f"refused to assemble {name}: {refused}", file=sys.stderr)
             return 1
-        print(f"{name}: {folder} (4 files, SHA-256 verified)")
+        print(f"{name}: {folder} ({len(RECIPES[name].files)} files, SHA-256 verified)")
     return 0
 
 
