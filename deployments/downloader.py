@@ -23,14 +23,14 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.audio import SAMPLE_RATE, decode_blocks
 from deployments.errors import InvalidRequest, ServiceError, SourceFailed
-from deployments.fanout import transcribe_windows
+from deployments.fanout import SourceRoute, transcribe_windows
 from deployments.handles import ServiceHandle
 from deployments.media_download import BOT_CHECK_HINT, Limits, downloaded, expand_playlist, ytdlp_options
 from deployments.metrics import ReplicaMetrics
 from deployments.model_cache import release_memory
 from deployments.network_guard import MARKER, is_refusal, refuse_forbidden_addresses
 from deployments.schemas import AudioEnd, AudioWindow, Resolved, SourceMode, TranscribedWindow, TranscribeOptions
-from deployments.settings import DownloaderSettings
+from deployments.settings import DownloaderSettings, RoutingSettings
 from deployments.stage_timing import Record
 from deployments.windows import load_vad, speech_windows
 from deployments.youtube import CaptionsBlocked, NoCaptions, fetch_captions, video_id
@@ -200,8 +200,9 @@ class Downloader:
     """
 
     def __init__(self, settings: DownloaderSettings, transcriber: DeploymentHandle,
-                 diarizer: DeploymentHandle | None = None) -> None:
+                 diarizer: DeploymentHandle | None = None, routing: RoutingSettings | None = None) -> None:
         self.settings = settings
+        self.routing = routing
         self.metrics = ReplicaMetrics("Downloader")
         self.resolver = SourceResolver(settings, record=self.metrics.stage)
         self.transcriber = ServiceHandle(transcriber)
@@ -227,13 +228,19 @@ class Downloader:
     async def _transcribed(self, kind: str, items: Generator[Any, None, None],
                            options: TranscribeOptions) -> AsyncGenerator[Any, None]:
         """The stream with its windows transcribed (and embedded by the diarizer when ``options.diarize``); counts
-        the request and its audio under ``model`` "asr" (decoded) or "captions" (never downloaded)."""
+        the request and its audio under ``model`` "asr" (decoded) or "captions" (never downloaded). A request for the
+        routed name without a language is routed once, on its first window (``transcriber.routing.detect: source``).
+        """
+        route = SourceRoute(options, self.transcriber.route.remote)
+
         def transcribe(samples: np.ndarray) -> Any:
-            return self.transcriber.transcribe.remote(samples, options)
+            return self.transcriber.transcribe.remote(samples, route.options)
 
         diarizer = self.diarizer if options.diarize else None
         embed = None if diarizer is None else diarizer.embed.remote
-        windows = transcribe_windows(in_threads(items), transcribe, self.settings.windows_in_flight, embed)
+        decoded = in_threads(items)
+        source = route.windows(decoded) if self._routes_once(options) else decoded
+        windows = transcribe_windows(source, transcribe, self.settings.windows_in_flight, embed)
         with self.metrics.track(kind, "asr") as tracked:
             async with aclosing(windows):
                 async for item in windows:
@@ -242,6 +249,12 @@ class Downloader:
                     elif isinstance(item, AudioEnd):
                         tracked.audio_seconds = item.duration
                     yield item
+
+    def _routes_once(self, options: TranscribeOptions) -> bool:
+        """Whether ``options`` name the routed name (resolved by the Ingress) and leave the language to detection."""
+        routing = self.routing
+        return (routing is not None and routing.detect == "source" and options.model == routing.name
+                and options.language is None)
 
     async def expand(self, url: str) -> list[str]:
         return await asyncio.to_thread(self.resolver.expand, url)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import numpy as np
 
-from deployments.schemas import AudioWindow, TranscribedWindow
+from deployments.schemas import AudioWindow, TranscribedWindow, TranscribeOptions
 
 InFlight = deque[tuple[float, list[Any], "asyncio.Future[list[Any]]"]]
 Start = Callable[[np.ndarray], Any]
@@ -49,6 +50,24 @@ async def transcribe_windows(items: AsyncGenerator[Any, None], transcribe: Start
             if task.done() and not task.cancelled():
                 task.exception()  # one call failed before the others: retrieved, so asyncio does not log it
         await items.aclose()
+
+
+class SourceRoute:
+    """A source's options, routed once, on its first window: every window goes out with the model that it picks."""
+
+    def __init__(self, options: TranscribeOptions,
+                 route: Callable[[np.ndarray, TranscribeOptions], Awaitable[TranscribeOptions]]) -> None:
+        self.options = options
+        self._route = route
+
+    async def windows(self, items: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        """``items`` unchanged; before the first ``AudioWindow`` is passed on, ``options`` are routed on its samples."""
+        routed = False
+        async with aclosing(items):
+            async for item in items:
+                if isinstance(item, AudioWindow) and not routed:
+                    self.options, routed = await self._route(item.samples, self.options), True
+                yield item
 
 
 async def _first(in_flight: InFlight) -> TranscribedWindow:

@@ -27,7 +27,7 @@ from deployments.handles import ServiceHandle
 from deployments.pipeline import TranscriptPipeline
 from deployments.schemas import JobSpec, Passage, Transcript, TranscriptSpec
 from deployments.settings import JobSettings, StoreSettings, TranscriberSettings
-from deployments.store import TranscriptStore
+from deployments.store import TranscriptStore, other_version
 
 FINAL = frozenset({"done", "failed", "skipped"})
 
@@ -122,8 +122,8 @@ class JobManager:
     async def _item(self, item: dict[str, Any], spec: JobSpec) -> None:
         async with self._slots:
             update = self.store.update_item
-            model = self.pipeline.check_model(spec.model) if spec.source != "captions" else None
-            stored = await asyncio.to_thread(self.store.stored_source, source_identity(item["url"]), model)
+            models = self.pipeline.models_for(spec.model, spec.language) if spec.source != "captions" else []
+            stored = await asyncio.to_thread(self.store.stored_source, source_identity(item["url"]), models)
             if stored is not None and item["status"] == "running":  # stored by this job before its runner stopped
                 await asyncio.to_thread(update, item, status="done", source=stored["source"],
                                         audio_seconds=stored["duration"], transcript_key=stored["key"])
@@ -146,8 +146,11 @@ class JobManager:
 
     async def _ingest(self, item: dict[str, Any], spec: JobSpec, attempt: int) -> None:
         item_spec = TranscriptSpec(url=item["url"], source=spec.source, language=spec.language, model=spec.model,
-                                   embed=True, diarize=spec.diarize)
+                                   embed=True, diarize=spec.diarize, translate=spec.translate)
         transcript, passages = await self.pipeline.transcript_and_passages(item_spec)
+        translated = await self.pipeline.translation(item_spec, transcript) if spec.translate else None
+        if translated is not None:
+            await asyncio.to_thread(self.store.keep, *translated)
         key = await asyncio.to_thread(self.store.keep, transcript, passages)
         await asyncio.to_thread(self.store.update_item, item, status="done", source=transcript.source,
                                 audio_seconds=transcript.duration_s, transcript_key=key, attempts=attempt)
@@ -183,8 +186,13 @@ class JobRunner:
         return await asyncio.to_thread(self.store.list_transcripts, offset, limit)
 
     async def transcript(self, key: str) -> dict[str, Any] | None:
-        """One stored transcript with its segments, or None."""
-        return await asyncio.to_thread(self.store.get_transcript, key)
+        """One stored transcript with its segments, or None; with the key of its other version (``translate``: the
+        English one, or the original of an English one) when that is stored too."""
+        found = await asyncio.to_thread(self.store.get_transcript, key)
+        other = other_version(key)
+        if found is not None and await asyncio.to_thread(self.store.get_transcript, other) is not None:
+            found["other_version"] = other
+        return found
 
     async def search(self, query: str, k: int, key: str | None = None,
                      speaker: str | None = None) -> list[dict[str, Any]]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments.diarization import diarized
-from deployments.errors import InvalidRequest, UnknownModel
+from deployments.errors import InvalidRequest
 from deployments.handles import ServiceHandle
+from deployments.language_routing import check_request, resolved, unnamed
 from deployments.schemas import (
     AudioEnd,
     Passage,
@@ -32,6 +33,7 @@ from deployments.schemas import (
     TranscriptSpec,
 )
 from deployments.settings import TranscriberSettings
+from deployments.store import ENGLISH_VERSION
 from deployments.windows import shifted, stitch
 
 
@@ -95,13 +97,20 @@ class TranscriptPipeline:
             raise InvalidRequest("captions have no speakers: diarizing needs source 'asr' or 'auto'", param="source")
         return "asr"
 
-    def check_model(self, requested: str | None) -> str:
-        """The configured model name for a request, refused before any download when unknown."""
-        name = self.settings.resolve(requested)
-        if name is None:
-            allowed = sorted({*self.settings.models, *self.settings.aliases})
-            raise UnknownModel(f"model {requested!r} is not served here; choose one of {allowed}", param="model")
-        return name
+    def check_model(self, requested: str | None, language: str | None = None) -> str:
+        """The configured model name (or the routed name) for a request, refused before any download when unknown
+        or unable to serve ``language``; naming no model means the default (a realtime session's rule)."""
+        return check_request(self.settings, requested, language)
+
+    def check_source_model(self, requested: str | None, language: str | None = None) -> str:
+        """``check_model`` for a source (an upload, a URL, a job's item), where naming no model asks for routing."""
+        return self.check_model(unnamed(self.settings, requested), language)
+
+    def models_for(self, requested: str | None, language: str | None) -> list[str]:
+        """The models a source request's transcript may have come from: the routed name's, or the one it names."""
+        name = self.check_source_model(requested, language)
+        routing = self.settings.routing
+        return list(routing.models) if routing is not None and self.settings.is_routed(name) else [name]
 
     async def expand(self, url: str) -> list[str]:
         """The items of a playlist, channel or multi-media page (the URL itself for one item)."""
@@ -119,6 +128,7 @@ class TranscriptPipeline:
         """
         if (data is None) == (url is None):
             raise InvalidRequest("send exactly one of 'file' and 'url'", param="file")
+        options = resolved(self.settings, options)
         source = self.check_diarize(options.diarize, source)
         known = None
         if options.diarize:
@@ -172,16 +182,35 @@ class TranscriptPipeline:
 
     async def transcript_and_passages(self, spec: TranscriptSpec) -> tuple[Transcript, list[Passage]]:
         """The transcript and its passages with their vectors (what the store keeps)."""
-        model = self.check_model(spec.model)
+        model = self.check_source_model(spec.model, spec.language)
         options = TranscribeOptions(model=model, language=spec.language, diarize=spec.diarize)
         source = await self.resolve(None, None, spec.url, spec.source, spec.language, options)
-        resolved = source.header
-        result = await self.transcription(source)
+        return await self._kept(source.header, await self.transcription(source), spec.embed, source.header.key)
+
+    async def translation(self, spec: TranscriptSpec, original: Transcript) -> tuple[Transcript, list[Passage]] | None:
+        """The English version of ``original`` (speech in another language), kept beside it with its own passages, so
+        an English search finds the source at the moment a passage was spoken; None when it is English already.
+
+        The audio is decoded again with the task ``translate``, by the model and in the language of the original
+        (captions too are translated from the audio). Its id is the source's with ``+en``.
+        """
+        if original.language in (None, "en"):
+            return None
+        model = original.model if original.source == "asr" else None
+        options = TranscribeOptions(model=self.check_source_model(model, original.language), language=original.language,
+                                    task="translate")
+        source = await self.resolve(None, None, spec.url, "asr", original.language, options)
+        english = (await self.transcription(source)).model_copy(update={"language": "en"})
+        return await self._kept(source.header, english, spec.embed, f"{original.id}{ENGLISH_VERSION}")
+
+    async def _kept(self, resolved: Resolved, result: Transcription, embed: bool,
+                    key: str) -> tuple[Transcript, list[Passage]]:
+        """A transcription as the store keeps it, under ``key``, with its passages embedded when ``embed``."""
         passages: list[Passage] = []
-        if spec.embed and result.segments:
+        if embed and result.segments:
             passages = await self.embedder.embed_transcript.remote(result.segments)
         transcript = Transcript(
-            id=resolved.key,
+            id=key,
             url=resolved.url,
             title=resolved.title,
             duration_s=round(result.duration, 3),

@@ -33,6 +33,8 @@ class Segment(BaseModel):
     words: list[Word] | None = None
     speaker: str | None = None
     """Who said it, when the transcript was diarized."""
+    language: str | None = None
+    """The language its window was decoded in (ASR segments): a talk that changes language keeps each part's."""
 
 
 class TranscribeOptions(BaseModel):
@@ -164,6 +166,8 @@ class TranscriptSpec(BaseModel):
     model: str | None = None
     embed: bool = True
     diarize: bool = False
+    translate: bool = False
+    """Also make an English version of speech in another language (``TranscriptPipeline.translation``)."""
 
 
 class JobSpec(BaseModel):
@@ -175,6 +179,7 @@ class JobSpec(BaseModel):
     model: str | None = None
     language: str | None = None
     diarize: bool = False
+    translate: bool = False
 
 
 class Embeddings(BaseModel):

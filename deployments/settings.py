@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployments.languages import whisper_languages
+
 EMBEDDED = "embedded"
 """A model path of ``embedded`` means the weights that ship inside an installed Python package."""
 
@@ -60,6 +62,19 @@ class DownloaderSettings(Section):
         return self
 
 
+class RoutingSettings(Section):
+    """A model name that stands for several: the language of what is decoded picks the model that decodes it."""
+
+    name: str = Field("auto", description="The name a request gives (or an alias points at) to be routed.")
+    detector: str = Field(..., description="A multilingual model of models, detecting the language when none is given.")
+    models: list[str] = Field(..., min_length=1, description="In order of preference: the first that serves the "
+                                                             "language decodes it (tiny.en for English, then base).")
+    detect: Literal["source", "window"] = Field(
+        "source", description="Detect once, on a source's first window, and decode all of it with that model; or "
+                              "detect and route each window (a talk that changes language; an encoder pass more each).",
+    )
+
+
 class TranscriberSettings(Section):
     """faster-whisper: which models may be loaded, where, and how."""
 
@@ -73,6 +88,9 @@ class TranscriberSettings(Section):
         default_factory=dict,
         description="Languages a model is served for (distil-large-v3: [en]); with one, no detection runs. "
                     "A model not listed serves every language it knows.",
+    )
+    routing: RoutingSettings | None = Field(
+        None, description="A routed model name (auto): the request's language, or the detected one, picks the model."
     )
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
@@ -111,14 +129,17 @@ class TranscriberSettings(Section):
     def _names_resolve(self) -> TranscriberSettings:
         if self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not a key of models")
+        routed = {self.routing.name} if self.routing is not None else set()
         for alias, target in self.aliases.items():
-            if target not in self.models:
+            if target not in self.models and target not in routed:
                 raise ValueError(f"aliases.{alias} points at {target!r}, which is not a key of models")
         for name, languages in self.languages.items():
             if name not in self.models:
                 raise ValueError(f"languages.{name}: {name!r} is not a key of models")
             if not languages:
                 raise ValueError(f"languages.{name} is empty; leave the model out to serve every language")
+        if self.routing is not None:
+            self._check_routing(self.routing)
         if self.live_workers >= self.num_workers:
             raise ValueError("live_workers must be fewer than num_workers: file windows need one to decode on")
         if len(self.models) > 1 and self.max_models < 2:
@@ -126,11 +147,36 @@ class TranscriberSettings(Section):
                              "the default stays loaded and takes one place")
         return self
 
+    def _check_routing(self, routing: RoutingSettings) -> None:
+        if routing.name in self.models:
+            raise ValueError(f"routing.name {routing.name!r} is also a key of models: a routed name stands for models")
+        for name in (routing.detector, *routing.models):
+            if name not in self.models:
+                raise ValueError(f"routing: {name!r} is not a key of models")
+        if len(self.languages_of(routing.detector)) < 2:
+            raise ValueError(f"routing.detector {routing.detector!r} is served for one language: it cannot detect")
+
     def resolve(self, name: str | None) -> str | None:
-        """Map a requested name or alias to a configured model name; None when unknown."""
+        """Map a requested name or alias to a configured model name or the routed name; None when unknown."""
         name = name or self.default_model
         name = self.aliases.get(name, name)
-        return name if name in self.models else None
+        return name if name in self.models or self.is_routed(name) else None
+
+    def is_routed(self, name: str | None) -> bool:
+        """Whether ``name`` (resolved) is the routed name, which the language turns into a model."""
+        return self.routing is not None and name == self.routing.name
+
+    def languages_of(self, name: str) -> list[str]:
+        """The languages a model (or the routed name: its models' together) is served for: those configured, else
+        every code Whisper knows (an English-only model left unlisted refuses the others when it loads)."""
+        if self.routing is not None and name == self.routing.name:
+            return list(dict.fromkeys(code for model in self.routing.models for code in self.languages_of(model)))
+        return self.languages.get(name) or list(whisper_languages())
+
+    def routed(self, language: str) -> str | None:
+        """The first of the routing's models that serves ``language``; None when none does."""
+        models = self.routing.models if self.routing is not None else []
+        return next((model for model in models if language in self.languages_of(model)), None)
 
 
 class EmbedderSettings(Section):

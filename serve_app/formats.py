@@ -49,10 +49,12 @@ def to_vtt(segments: Sequence[Segment]) -> str:
 
 
 def to_verbose_json(result: Transcription, task: str, segments: bool, words: bool) -> dict[str, Any]:
-    """OpenAI's ``verbose_json``: language, duration, text, and segments and/or words as asked."""
+    """OpenAI's ``verbose_json``: language, duration, text, and segments and/or words as asked; and the model that
+    decoded it (this service's extension: a request naming none is routed by its language)."""
     body: dict[str, Any] = {
         "task": task,
         "language": result.language,
+        "model": result.model,
         "duration": result.duration,
         "text": result.text,
         "usage": {"type": "duration", "seconds": result.duration},
@@ -67,8 +69,9 @@ def to_verbose_json(result: Transcription, task: str, segments: bool, words: boo
 
 def diarized_segment(segment: Segment) -> dict[str, Any]:
     """A segment in OpenAI's diarized shape (also the ``transcript.text.segment`` stream event)."""
-    return {"type": "transcript.text.segment", "id": f"seg_{segment.id}", "start": segment.start,
-            "end": segment.end, "text": segment.text.strip(), "speaker": segment.speaker or ""}
+    shape = {"type": "transcript.text.segment", "id": f"seg_{segment.id}", "start": segment.start,
+             "end": segment.end, "text": segment.text.strip(), "speaker": segment.speaker or ""}
+    return {**shape, "language": segment.language} if segment.language else shape
 
 
 def to_diarized_json(result: Transcription) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from deployments.model_assembly import ASSEMBLED, assembled_location
 from deployments.settings import EMBEDDED, DiarizerSettings
 from serve_app.settings import AppSettings
 
@@ -83,6 +84,12 @@ def placement_problems(wanted: list[Need], nodes: list[dict[str, float]]) -> lis
 
 def _model_problem(key: str, value: str, download_root: str | None) -> str | None:
     if value == EMBEDDED:
+        return None
+    if value.startswith(ASSEMBLED):
+        try:
+            assembled_location(value)
+        except (FileNotFoundError, ValueError) as missing:
+            return f"{key}: {missing}"
         return None
     path = Path(value).expanduser()
     if value.startswith((".", "/", "~")):

@@ -63,11 +63,14 @@ class TranscriptRequest(Request):
     embed: bool | None = None
     store: bool = Field(True, description="Keep the transcript in the store (false: answer only).")
     diarize: bool = Field(False, description="Label segments and passages with their speakers (needs ASR).")
+    translate: bool = Field(False, description="Also keep an English version, with its own passages, of speech in "
+                                               "another language.")
 
     def spec(self, default_embed: bool) -> TranscriptSpec:
         """What the graph needs of this request; ``embed`` unset means the ingress's default."""
         return TranscriptSpec(url=self.url, source=self.source, language=self.language, model=self.model,
-                              embed=default_embed if self.embed is None else self.embed, diarize=self.diarize)
+                              embed=default_embed if self.embed is None else self.embed, diarize=self.diarize,
+                              translate=self.translate)
 
 
 class YoutubeRequest(Request):
@@ -86,10 +89,12 @@ class JobRequest(Request):
     model: str | None = None
     language: str | None = Field(None, min_length=2, max_length=8)
     diarize: bool = Field(False, description="Label every item's segments and passages with their speakers.")
+    translate: bool = Field(False, description="Also keep an English version of every item in another language.")
 
     def spec(self) -> JobSpec:
         """What every item of the job shares, as the JobRunner persists it."""
-        return JobSpec(source=self.source, model=self.model, language=self.language, diarize=self.diarize)
+        return JobSpec(source=self.source, model=self.model, language=self.language, diarize=self.diarize,
+                       translate=self.translate)
 
 
 class TranscriptResponse(Transcript):
@@ -97,6 +102,8 @@ class TranscriptResponse(Transcript):
 
     transcript_id: str | None = Field(None, description="Its key in the store; None when not stored.")
     warning: str | None = Field(None, description="What the caller may not expect, e.g. stored without passages.")
+    translation: TranscriptResponse | None = Field(
+        None, description="With translate: the English version of speech in another language, stored beside it.")
 
 
 class TranscriptionText(BaseModel):
@@ -136,10 +143,13 @@ class EmbeddingResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """OpenAI's model object; a speech model's also lists the languages it transcribes (this service's extension)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "transcribe-serve"
+    languages: list[str] | None = Field(None, description="ISO 639-1 codes; absent for the embedding model.")
 
 
 class ModelList(BaseModel):

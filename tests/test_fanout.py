@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from deployments.errors import InvalidRequest
-from deployments.fanout import transcribe_windows
+from deployments.fanout import SourceRoute, transcribe_windows
 from deployments.pipeline import Source, TranscriptPipeline
 from deployments.schemas import (
     AudioEnd,
@@ -133,6 +133,30 @@ def test_a_failed_window_fails_the_stream_cancels_the_rest_and_closes_the_source
     assert decoded.read < len(decoded.items), "windows past the failure were still read"
     assert decoded.closed, "the source must be closed so the downloader removes its file"
     assert transcriber.in_flight == 0, "windows still in flight after the stream failed"
+
+
+def test_a_source_is_routed_once_on_its_first_window_before_any_window_goes_out() -> None:
+    """The routed options (the model the first window's language picks) travel with every window."""
+    routes: list[int] = []
+    sent: list[str | None] = []
+
+    async def route(samples: np.ndarray, options: TranscribeOptions) -> TranscribeOptions:
+        routes.append(int(samples[0]))
+        return options.model_copy(update={"model": "base"})
+
+    transcriber, decoded = Transcriber(), Decoded(4)
+    routed = SourceRoute(TranscribeOptions(model="auto"), route)
+
+    def transcribe(samples: np.ndarray) -> Call:
+        sent.append(routed.options.model)
+        return transcriber(samples)
+
+    async def run() -> list[Any]:
+        return [item async for item in transcribe_windows(routed.windows(decoded.stream()), transcribe, 2)]
+
+    items = asyncio.run(run())
+    assert routes == [0] and sent == ["base"] * 4 and len(items) == 6
+    assert decoded.closed, "the source is closed through the routing step"
 
 
 def embedding(embedder: Transcriber) -> Callable[[np.ndarray], Call]:

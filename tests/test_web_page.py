@@ -21,8 +21,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
-from benchmarks.support.fake_youtube import FakeYouTube
-from benchmarks.support.speech import speak, word_error_rate
+from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
+from benchmarks.support.speech import LANGUAGES, speak, word_error_rate
 from serve_app.access import key_hash
 from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, Service, running, serve_config, until
 
@@ -250,6 +250,30 @@ def test_youtube_sources_play_in_an_embed_and_a_bot_check_names_the_cookies(page
     page.get_by_role("button", name="Play from 0:03").click()
     expect(page.locator("#player iframe")).to_have_attribute("src", re.compile(f"/embed/{CAPTIONED_ID}\\?start=3&"))
     until(lambda: embeds, 10, "the embed's request")
+
+
+def test_a_link_in_another_language_is_kept_with_its_english_version_and_the_reader_switches(
+        page: Page, fake_youtube: FakeYouTube, tmp_path: Path) -> None:
+    """Italian chosen in Add with "Also in English": the job stores both, and the reader links each to the other."""
+    voice, text = LANGUAGES["it"]
+    audio = tmp_path / "it.wav"
+    audio.write_bytes(speak(text, voice))
+    fake_youtube.videos["italianTalk"] = FakeVideo("Il ciclo dell'acqua", audio=audio)
+    sign_in(page)
+    page.get_by_label("Links").fill("https://www.youtube.com/watch?v=italianTalk")
+    page.get_by_label("Language").select_option("it")
+    page.get_by_label("Also in English").check()
+    page.get_by_role("button", name="Add").click()
+    item = page.locator("#items li").first
+    expect(item).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_S * 1000)
+    item.get_by_role("link", name=re.compile("^Read")).click()
+    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 it \u00b7"))
+    expect(page.locator("#segments")).to_contain_text("acqua")
+    page.get_by_role("link", name="Read in English").click()
+    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 en \u00b7"))
+    expect(page.locator("#segments")).to_contain_text(re.compile("water", re.IGNORECASE))
+    page.get_by_role("link", name="Read the original").click()
+    expect(page.locator("#segments")).to_contain_text("acqua")
 
 
 def test_speakers_are_shown_when_segments_have_them(page: Page, stored: dict[str, str]) -> None:

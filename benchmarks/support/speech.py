@@ -80,6 +80,23 @@ SCRIPTS = {
     "a little oil and some salt.",
 }
 """Short scripts the tests and the soak read with espeak-ng (``ESPEAK``), each the reference of its file."""
+LANGUAGES = {
+    "en": ("espeak-ng:en", "Today we talk about the water cycle. Water falls from the sky as rain and flows into the "
+                           "rivers. The sun warms the sea, and the water rises into the air again to form clouds."),
+    "de": ("espeak-ng:de", "Heute sprechen wir über den Wasserkreislauf. Das Wasser fällt als Regen vom Himmel und "
+                           "fließt in die Flüsse. Die Sonne wärmt das Meer, und das Wasser steigt wieder in die Luft."),
+    "es": ("espeak-ng:es", "Hoy hablamos del ciclo del agua. El agua cae del cielo como lluvia y corre por los ríos. "
+                           "El sol calienta el mar y el agua sube otra vez al aire para formar las nubes."),
+    "fr": ("espeak-ng:fr", "Aujourd'hui, nous parlons du cycle de l'eau. L'eau tombe du ciel sous forme de pluie et "
+                           "coule dans les rivières. Le soleil chauffe la mer et l'eau remonte dans l'air."),
+    "it": ("festival:lp_diphone", "Oggi parliamo del ciclo dell'acqua. L'acqua cade dal cielo come pioggia e "
+                                  "scorre nei fiumi. Il sole scalda il mare e l'acqua risale nell'aria per formare "
+                                  "le nuvole."),
+    "ru": ("festival:msu_ru_nsh_clunits", "Сегодня мы говорим о круговороте воды. Вода падает с неба в виде дождя и "
+                                          "течёт в реки. Солнце греет море, и вода снова поднимается в воздух."),
+}
+"""Per language, a voice and a text of our own read in one go (the water cycle, so a translation can be checked
+for its content words): espeak-ng's voices, and festival's Italian and Russian ones (``make test`` installs them)."""
 ESPEAK = "espeak-ng:en"
 VOICES = ("flite:awb", "flite:rms", "flite:slt", "festival:kal", "flite:kal16")
 """Synthetic voices other than espeak-ng: flite's (Scottish and US male, US female, a diphone voice) and festival's."""
@@ -108,9 +125,10 @@ def missing_tools(engines: tuple[str, ...] = ("flite", "festival")) -> list[str]
 
 
 def speak(text: str, voice: str, sentence_pause_ms: int = 0) -> bytes:
-    """``text`` read by ``voice`` (``flite:NAME``, ``festival:kal`` or ``espeak-ng:LANGUAGE``) as a WAV file.
+    """``text`` read by ``voice`` (``flite:NAME``, ``festival:VOICE`` or ``espeak-ng:LANGUAGE``) as a WAV file.
 
-    flite and festival write 16-bit mono at 16 kHz; espeak-ng at its own 22.05 kHz. ``sentence_pause_ms``
+    flite and festival write 16-bit mono at 16 kHz; espeak-ng at its own 22.05 kHz. festival's ``kal`` is its
+    default voice; another is named as festival names it (``lp_diphone``, Italian). ``sentence_pause_ms``
     (espeak-ng only) pauses after each sentence as a speaker does, so that segments end where sentences do.
     """
     if sentence_pause_ms:
@@ -129,7 +147,9 @@ def speak(text: str, voice: str, sentence_pause_ms: int = 0) -> bytes:
             markup = ["-m"] if sentence_pause_ms else []
             subprocess.run(["espeak-ng", "-v", name, *markup, "-w", str(path), text], check=True, capture_output=True)
         else:
-            subprocess.run(["text2wave", "-o", str(path)], input=text.encode(), check=True, capture_output=True)
+            chosen = [] if name == "kal" else ["-eval", f"(voice_{name})"]
+            subprocess.run(["text2wave", *chosen, "-o", str(path)], input=text.encode(), check=True,
+                           capture_output=True)
         return path.read_bytes()
 
 

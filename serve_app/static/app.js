@@ -177,6 +177,8 @@ async function watchJob(jobId, rows) {
 async function submitUrls(urls, source) {
   const rows = urls.map(addItem);
   const body = { urls, source };
+  if ($("#language").value) body.language = $("#language").value;
+  if ($("#translate").checked) body.translate = true;
   if ($("#diarize").checked) body.diarize = true;
   try {
     const { job_id: jobId } = await apiJson("/v1/jobs", {
@@ -196,6 +198,7 @@ async function submitFile(file, source) {
   form.append("source", source);
   form.append("response_format", "verbose_json");
   form.append("timestamp_granularities[]", "segment");
+  if ($("#language").value) form.append("language", $("#language").value);
   if ($("#diarize").checked) form.append("diarize", "true");
   try {
     const result = await apiJson("/v1/audio/transcriptions", { method: "POST", body: form });
@@ -303,6 +306,12 @@ function renderTranscript(transcript, media, at, downloads) {
   const facts = [transcript.source ? origin(transcript) : null, transcript.language,
     transcript.duration != null ? clock(transcript.duration) : null, transcript.url].filter(Boolean);
   $("#read-meta").textContent = facts.join(" \u00b7 ");
+  const other = $("#read-other");  // a stored transcript's English version, or the original of an English one
+  other.hidden = !transcript.other_version;
+  if (transcript.other_version) {
+    other.href = `#/read/${encodeURIComponent(transcript.other_version)}`;
+    other.textContent = transcript.other_version.includes("+en|") ? "Read in English" : "Read the original";
+  }
   const seek = makePlayer(transcript, media);
   const items = transcript.segments.map((segment) => {
     const time = element("button", { type: "button", textContent: clock(segment.start) });
