@@ -102,10 +102,11 @@ class TurnIndex:
 
 
 def _runs(words: list[Word], index: TurnIndex) -> list[tuple[str | None, list[Word]]]:
-    """Consecutive words grouped by the speaker each is given."""
+    """Consecutive words, each with the speaker it is given, grouped by that speaker."""
     runs: list[tuple[str | None, list[Word]]] = []
     for word in words:
         speaker = index.speaker(word.start, word.end)
+        word = word.model_copy(update={"speaker": speaker})
         if runs and runs[-1][0] == speaker:
             runs[-1][1].append(word)
         else:
@@ -114,18 +115,19 @@ def _runs(words: list[Word], index: TurnIndex) -> list[tuple[str | None, list[Wo
 
 
 def split_by_speaker(segment: Segment, index: TurnIndex) -> list[Segment]:
-    """The segment with its speaker; one that spans a change of speaker is cut at the word where it changes."""
+    """The segment and its words with their speaker; one that spans a change of speaker is cut at the word where
+    it changes (the pieces' text is their words', which the decoder gives without their leading space)."""
     if not segment.words:
         return [segment.model_copy(update={"speaker": index.speaker(segment.start, segment.end)})]
     runs = _runs(segment.words, index)
     if len(runs) == 1:
-        return [segment.model_copy(update={"speaker": runs[0][0]})]
+        return [segment.model_copy(update={"speaker": runs[0][0], "words": runs[0][1]})]
     last = len(runs) - 1
     return [
         segment.model_copy(update={
             "start": segment.start if n == 0 else words[0].start,
             "end": segment.end if n == last else words[-1].end,
-            "text": "".join(w.word for w in words),
+            "text": " " + " ".join(w.word.strip() for w in words),
             "tokens": [],
             "words": words,
             "speaker": speaker,

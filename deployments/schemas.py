@@ -15,6 +15,8 @@ class Word(BaseModel):
     start: float
     end: float
     probability: float | None = None
+    speaker: str | None = None
+    """Who said it, when the transcript was diarized."""
 
 
 class Segment(BaseModel):

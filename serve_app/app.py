@@ -158,7 +158,7 @@ def render(result: Transcription, form: AudioForm, task: str) -> Response:
     if form.response_format == "vtt":
         return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
     if form.response_format == "diarized_json":
-        return JSONResponse(to_diarized_json(result))
+        return JSONResponse(to_diarized_json(result, task))
     if form.response_format == "verbose_json":
         granularities = form.timestamp_granularities
         return JSONResponse(to_verbose_json(result, task, segments="segment" in granularities or not granularities,

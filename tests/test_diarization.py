@@ -30,8 +30,9 @@ from deployments.diarization import (
 )
 from deployments.errors import InvalidRequest
 from deployments.pipeline import TranscriptPipeline
-from deployments.schemas import Segment, SpeechEmbeddings, TranscribeOptions, Turn, Word
+from deployments.schemas import Segment, SpeechEmbeddings, TranscribeOptions, Transcription, Turn, Word
 from deployments.settings import DiarizerSettings, TranscriberSettings
+from serve_app.formats import to_diarized_json, to_verbose_json
 
 WINDOW = 30 * 16000
 
@@ -100,7 +101,17 @@ def test_a_segment_spanning_a_change_of_speaker_is_split_at_word_boundaries() ->
     first, second = split_by_speaker(segment, TurnIndex(TURNS))
     assert (first.speaker, first.start, first.end, first.text) == ("A", 1.9, 3.5, " Is it?")
     assert (second.speaker, second.start, second.end, second.text) == ("B", 4.2, 6.1, " Yes it is.")
-    assert second.words == words[2:] and second.tokens == []
+    assert [w.word for w in second.words or []] == [w.word for w in words[2:]] and second.tokens == []
+
+
+def test_each_word_carries_its_speaker_and_split_text_keeps_its_spaces() -> None:
+    words = [_word("Is", 2.0, 2.5), _word("it?", 2.6, 3.5), _word("Yes.", 4.2, 4.8)]
+    first, second = split_by_speaker(Segment(start=2.0, end=4.8, text=" Is it? Yes.", words=words), TurnIndex(TURNS))
+    assert [(w.word, w.speaker) for w in [*(first.words or []), *(second.words or [])]] == [
+        ("Is", "A"), ("it?", "A"), ("Yes.", "B")]
+    assert (first.text, second.text) == (" Is it?", " Yes.")
+    alone = split_by_speaker(Segment(start=0.5, end=3.0, text=" Hi.", words=[_word("Hi.", 0.5, 1.0)]), TurnIndex(TURNS))
+    assert [w.speaker for w in alone[0].words or []] == ["A"]
 
 
 def test_diarized_segments_are_renumbered_and_named() -> None:
@@ -136,3 +147,15 @@ def test_diarizing_without_a_diarizer_is_a_400_naming_the_setting() -> None:
         asyncio.run(pipeline.resolve(b"RIFF", "talk.wav", None, "auto", None, options))
     assert refused.value.status == 400 and refused.value.param == "diarize"
     assert pipeline.check_diarize(False, "captions") == "captions", "without diarize nothing changes"
+
+
+def test_diarized_answers_say_their_task_and_their_words_carry_speakers() -> None:
+    words = [_word("Is", 2.0, 2.5), _word("it?", 2.6, 3.5), _word("Yes.", 4.2, 4.8)]
+    segments = diarized([Segment(start=2.0, end=4.8, text=" Is it? Yes.", words=words)], TURNS)
+    result = Transcription(model="tiny.en", language="en", duration=5.0, text="Is it? Yes.", segments=segments)
+    assert to_diarized_json(result, "translate")["task"] == "translate"
+    verbose = to_verbose_json(result, "translate", segments=True, words=True)
+    assert [(w["word"], w["speaker"]) for w in verbose["words"]] == [("Is", "A"), ("it?", "A"), ("Yes.", "B")]
+    plain = to_verbose_json(result.model_copy(update={"segments": [Segment(start=0, end=1, text=" Hi", words=[
+        _word("Hi", 0.0, 1.0)])]}), "transcribe", segments=False, words=True)
+    assert plain["words"] == [{"word": "Hi", "start": 0.0, "end": 1.0}], "undiarized words have no speaker key"
