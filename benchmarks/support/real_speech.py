@@ -33,6 +33,9 @@ FOLDERS = ("tests/data/", "src/pyannote/audio/sample/")
 CACHE = Path(os.environ.get("TRANSCRIBE_SERVE_CACHE", "~/.cache/transcribe-serve")).expanduser() / "real-speech"
 QUICK = ("dev00", "trn04")
 """The tests' quick set: two and three speakers, 27 and 13 s of speech, little overlap."""
+MEETINGS = (("dev00", "dev01"), ("trn07", "trn08"), ("tst00", "tst01"))
+"""Excerpts with the same participants (of one meeting), joined into 60-s recordings: the service cuts those into
+windows inside speech, as it cuts a long recording, and must find the same speakers on both sides of the cut."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,25 @@ def seconds_of(wav: bytes) -> float:
     import soundfile
 
     return float(soundfile.info(io.BytesIO(wav)).duration)
+
+
+def joined(parts: list[Recording]) -> Recording:
+    """Recordings one after the other as one (their reference times moved along), as a 16-kHz float WAV."""
+    import soundfile
+
+    offsets = np.cumsum([0.0] + [p.seconds for p in parts])
+    reference = [(round(s + at, 3), round(e + at, 3), who) for p, at in zip(parts, offsets, strict=False)
+                 for s, e, who in p.reference]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.concatenate([p.samples for p in parts]), 16000, subtype="FLOAT", format="WAV")
+    return Recording(name="+".join(p.name for p in parts), wav=buffer.getvalue(), reference=reference,
+                     seconds=round(float(offsets[-1]), 3))
+
+
+def meetings() -> list[Recording]:
+    """The ``MEETINGS`` excerpts joined, a 60-s recording each."""
+    found = {r.name: r for r in recordings(tuple(name for pair in MEETINGS for name in pair))}
+    return [joined([found[name] for name in pair]) for pair in MEETINGS]
 
 
 def recordings(names: tuple[str, ...] | None = None, folder: Path | None = None) -> list[Recording]:
