@@ -20,6 +20,7 @@ import numpy as np
 
 from deployments.schemas import Segment, SpeechEmbeddings, Turn, Word
 from deployments.settings import DiarizerSettings
+from deployments.speaker_clustering import centroids, cluster_labels, turns_of
 
 REFERENCES = "known_speaker_references[]"
 """The request field of known speakers' reference clips, named in the errors about them."""
@@ -34,8 +35,10 @@ class DiarizationEngine(Protocol):
         """Speech spans of 16-kHz mono float32 ``samples`` (times from their start) and a voice vector each."""
         ...
 
-    def cluster(self, speech: list[SpeechEmbeddings]) -> tuple[list[Turn], Voiceprints]:
-        """Turns in time order labelled ``A``, ``B``, … by first appearance, and each label's voiceprint."""
+    def cluster(self, speech: list[SpeechEmbeddings], min_speakers: int | None = None,
+                max_speakers: int | None = None) -> tuple[list[Turn], Voiceprints]:
+        """Turns in time order labelled ``A``, ``B``, … by first appearance, and each label's voiceprint; between
+        ``min_speakers`` and ``max_speakers`` speakers when given."""
         ...
 
 
@@ -187,14 +190,15 @@ class SenkoEngine:
         vectors = model._generate_embeddings(features, frames, [int(o) for o in offsets], dimension)
         return SpeechEmbeddings(spans=[(float(a), float(b)) for a, b in spans], vectors=np.asarray(vectors, np.float32))
 
-    def cluster(self, speech: list[SpeechEmbeddings]) -> tuple[list[Turn], Voiceprints]:
+    def cluster(self, speech: list[SpeechEmbeddings], min_speakers: int | None = None,
+                max_speakers: int | None = None) -> tuple[list[Turn], Voiceprints]:
         spans = [span for part in speech for span in part.spans]
         if not spans:
             return [], {}
         vectors = np.concatenate([np.asarray(part.vectors, dtype=np.float32) for part in speech if part.spans])
-        raw, _, centroids = self.model._perform_clustering(vectors, spans)
-        turns = [Turn(start=float(t["start"]), end=float(t["end"]), speaker=t["speaker"]) for t in raw]
-        return relabelled(turns, {k: np.asarray(v, np.float32) for k, v in centroids.items()})
+        labels = cluster_labels(self.model, vectors, spans[-1][1], min_speakers, max_speakers)
+        prints = {str(k): v.astype(np.float32) for k, v in centroids(labels, vectors).items()}
+        return relabelled(turns_of(spans, labels), prints)
 
 
 def load_engine(settings: DiarizerSettings) -> DiarizationEngine:

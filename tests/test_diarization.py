@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from benchmarks.support.speech import (
     Conversation,
@@ -32,9 +33,13 @@ from deployments.errors import InvalidRequest
 from deployments.pipeline import TranscriptPipeline
 from deployments.schemas import Segment, SpeechEmbeddings, TranscribeOptions, Transcription, Turn, Word
 from deployments.settings import DiarizerSettings, TranscriberSettings
+from deployments.speaker_clustering import merged, turns_of
+from serve_app.app import Graph, create_app
 from serve_app.formats import to_diarized_json, to_verbose_json
+from serve_app.settings import AppSettings
 
 WINDOW = 30 * 16000
+
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +154,47 @@ def test_diarizing_without_a_diarizer_is_a_400_naming_the_setting() -> None:
     assert pipeline.check_diarize(False, "captions") == "captions", "without diarize nothing changes"
 
 
+def _voices(*counts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around orthogonal voices, ``counts[i]`` of voice i, and their true labels."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    vectors = np.eye(8)[labels] + 0.05 * rng.normal(size=(labels.size, 8))
+    return vectors, labels
+
+
+def test_alike_clusters_merge_down_to_the_least_count_asked_and_past_the_most() -> None:
+    vectors, labels = _voices(5, 5, 5)
+    vectors[5:10] = vectors[:5] + 0.01  # voices 0 and 1 alike
+    assert len(set(merged(labels, vectors, 0.875, None, None))) == 2, "alike clusters merge"
+    assert len(set(merged(labels, vectors, 0.875, 3, None))) == 3, "but not below min_speakers"
+    distinct = merged(labels, vectors, 0.99, None, 2)
+    assert len(set(distinct)) == 2 and len(set(distinct[:10])) == 1, "past max_speakers the most alike merge"
+
+
+def test_labelled_spans_become_turns_cut_at_the_middle_of_an_overlap() -> None:
+    spans = [(0.0, 1.5), (0.6, 2.1), (1.2, 2.7), (4.0, 5.5)]
+    turns = turns_of(spans, np.array([0, 0, 1, 1]))
+    assert [(t.start, t.end, t.speaker) for t in turns] == [(0.0, 1.65, "0"), (1.65, 2.7, "1"), (4.0, 5.5, "1")]
+
+
+@pytest.mark.parametrize(("fields", "param", "reason"), [
+    ({"min_speakers": "3", "max_speakers": "2"}, "min_speakers", "more than max_speakers"),
+    ({"min_speakers": "-1"}, "min_speakers", "greater than or equal to 1"),
+    ({"max_speakers": "0"}, "max_speakers", "greater than or equal to 1"),
+    ({"max_speakers": "two"}, "max_speakers", "integer"),
+    ({"max_speakers": "1", "known_speaker_names[]": ["Ann", "Bo"],
+      "known_speaker_references[]": ["data:audio/wav;base64,AAAA", "data:audio/wav;base64,AAAA"]},
+     "max_speakers", "2 known speakers are named but max_speakers is 1"),
+])
+def test_a_bad_speaker_count_is_a_400_naming_the_field(fields: dict, param: str, reason: str) -> None:
+    client = TestClient(create_app(Graph(AppSettings(), *([None] * 4))))  # refused before reaching the graph
+    answer = client.post("/v1/audio/transcriptions", files={"file": ("talk.wav", b"RIFF")},
+                         data={"model": "whisper-1", "response_format": "diarized_json", **fields})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == param and reason in error["message"], error
+
+
 def test_diarized_answers_say_their_task_and_their_words_carry_speakers() -> None:
     words = [_word("Is", 2.0, 2.5), _word("it?", 2.6, 3.5), _word("Yes.", 4.2, 4.8)]
     segments = diarized([Segment(start=2.0, end=4.8, text=" Is it? Yes.", words=words)], TURNS)
@@ -159,3 +205,4 @@ def test_diarized_answers_say_their_task_and_their_words_carry_speakers() -> Non
     plain = to_verbose_json(result.model_copy(update={"segments": [Segment(start=0, end=1, text=" Hi", words=[
         _word("Hi", 0.0, 1.0)])]}), "transcribe", segments=False, words=True)
     assert plain["words"] == [{"word": "Hi", "start": 0.0, "end": 1.0}], "undiarized words have no speaker key"
+
