@@ -117,6 +117,7 @@ typecheck: install-test   # mypy over serve_app and deployments ([tool.mypy] in 
 bench: install-test
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.diarization
+	$(PY) -m benchmarks.diarization_real --joined
 	$(PY) -m benchmarks.realtime
 	$(PY) -m benchmarks.languages
 

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks.support.der import ErrorRate
 from benchmarks.support.harness import benchmark_config, benchmark_parser, local_app
 from benchmarks.support.speech import Conversation, attributed, dialogue, missing_tools, sentences
 from benchmarks.throughput import MIB, PeakRss, service_processes, this_process
@@ -56,14 +57,11 @@ def conversations(quick: bool) -> list[Conversation]:
 
 def engine_figures(recordings: list[Conversation]) -> tuple[dict[str, Any], np.ndarray, SenkoEngine]:
     """DER, attribution, time and memory of the engine on ``recordings``; every embedding it made; the engine."""
-    from pyannote.core import Annotation, Segment, Timeline
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
     with PeakRss(this_process) as memory:
         started = time.perf_counter()
         engine = SenkoEngine(DiarizerSettings())
         load_s = time.perf_counter() - started
-        metric, rows, vectors, busy = DiarizationErrorRate(collar=0.0), [], [], 0.0
+        rate, rows, vectors, busy = ErrorRate(collar=0.0), [], [], 0.0
         for recording in recordings:
             samples = recording.samples
             started = time.perf_counter()
@@ -71,23 +69,14 @@ def engine_figures(recordings: list[Conversation]) -> tuple[dict[str, Any], np.n
             turns, _ = engine.cluster(speech)
             busy += time.perf_counter() - started
             vectors += [np.asarray(s.vectors) for s in speech if s.spans]
-            reference, hypothesis = Annotation(), Annotation()
-            for start, end, voice in recording.turns:
-                reference[Segment(start, end)] = voice
-            for turn in turns:
-                hypothesis[Segment(turn.start, turn.end)] = turn.speaker
-            detail = metric(reference, hypothesis, uem=Timeline([Segment(0, samples.size / 16000)]), detailed=True)
-            shares = attributed(recording.turns, [(t.start, t.end, t.speaker) for t in turns])
+            found = [(t.start, t.end, t.speaker) for t in turns]
+            detail = rate.score(recording.turns, found, samples.size / 16000)
+            shares = attributed(recording.turns, found)
             rows.append({"speakers": len(shares), "found": len({t.speaker for t in turns}),
-                         "seconds": round(recording.turns[-1][1], 1),
-                         "der": round(detail["diarization error rate"], 4),
+                         "seconds": round(recording.turns[-1][1], 1), "der": detail["der"],
                          "worst_speaker_attributed": round(min(shares.values()), 4)})
     audio_s = sum(r["seconds"] for r in rows)
-    summed = {name: round(sum(c[name] for _, c in metric.results_), 2)
-              for name in ("missed detection", "false alarm", "confusion", "total")}
-    figures = {"conversations": rows, "der": round(abs(metric), 4), "missed_s": summed["missed detection"],
-               "false_alarm_s": summed["false alarm"], "confusion_s": summed["confusion"], "speech_s": summed["total"],
-               "audio_s": round(audio_s, 1), "load_s": round(load_s, 1),
+    figures = {"conversations": rows, **rate.pooled(), "audio_s": round(audio_s, 1), "load_s": round(load_s, 1),
                "seconds_per_audio_hour": round(busy / audio_s * 3600),
                "peak_rss_mib": round(max(memory.peaks.values()) / MIB)}
     return figures, np.concatenate(vectors), engine

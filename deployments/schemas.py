@@ -15,6 +15,8 @@ class Word(BaseModel):
     start: float
     end: float
     probability: float | None = None
+    speaker: str | None = None
+    """Who said it, when the transcript was diarized."""
 
 
 class Segment(BaseModel):
@@ -54,6 +56,10 @@ class TranscribeOptions(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     diarize: bool = False
     """Also send each window to the Diarizer (its speech embedded beside the transcription)."""
+    min_speakers: int | None = Field(None, ge=1)
+    """When diarizing, find at least this many speakers (asked, or the number of known speakers named)."""
+    max_speakers: int | None = Field(None, ge=1)
+    """When diarizing, find at most this many speakers."""
 
 
 class Transcription(BaseModel):

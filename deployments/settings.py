@@ -210,6 +210,11 @@ class DiarizerSettings(Section):
     merge_similarity: float | None = Field(
         None, gt=0, le=1, description="Clusters this similar are one speaker (senko's mer_cos); None: its 0.875."
     )
+    vad_threshold: float = Field(0.35, gt=0, lt=1, description="Silero's speech probability for speech (senko: "
+                                 "0.55, which missed a third more speech on real meetings; README).")
+    span_s: float = Field(1.0, ge=0.5, le=3.0, description="The speech one voice vector is made of (senko: 1.5 s; "
+                          "1 s tells short turns apart; README).")
+    step_s: float = Field(0.4, gt=0, le=3.0, description="Seconds between the starts of consecutive spans.")
     name_similarity: float = Field(
         0.5, gt=0, le=1, description="Least cosine similarity of a speaker to a reference clip for its name."
     )

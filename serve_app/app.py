@@ -51,6 +51,7 @@ from serve_app.formats import (
     to_vtt,
 )
 from serve_app.protocol import (
+    MAX_SPEAKERS,
     EmbeddingRequest,
     EmbeddingResponse,
     JobRequest,
@@ -61,6 +62,7 @@ from serve_app.protocol import (
     TranscriptResponse,
     YoutubeRequest,
     known_speakers,
+    speaker_range,
 )
 from serve_app.realtime import router as realtime_router
 from serve_app.realtime_session import Slots
@@ -91,14 +93,16 @@ class AudioForm(BaseModel):
     timestamp_granularities: list[Granularity]
     stream: bool
     diarize: bool
-    """Asked with ``diarize=true`` or implied by ``response_format=diarized_json``."""
+    """Asked with ``diarize=true``, or implied by ``response_format=diarized_json``, known speakers or a count."""
     known_speakers: list[Reference]
+    min_speakers: int | None
+    max_speakers: int | None
 
     def options(self, task: str) -> TranscribeOptions:
         return TranscribeOptions(model=self.model, language=self.language, task=task, initial_prompt=self.prompt,
                                  temperature=self.temperature, word_timestamps="word" in self.timestamp_granularities,
                                  timestamps=self.stream or self.response_format in TIMED_FORMATS,
-                                 diarize=self.diarize)
+                                 diarize=self.diarize, min_speakers=self.min_speakers, max_speakers=self.max_speakers)
 
 
 def check_chunking(value: str | None, fields: dict[str, str]) -> None:
@@ -136,15 +140,19 @@ async def audio_form(
     chunking_strategy: Annotated[str | None, Form(max_length=1000)] = None,
     known_speaker_names: Annotated[list[str] | None, Form(alias="known_speaker_names[]")] = None,
     known_speaker_references: Annotated[list[str] | None, Form(alias="known_speaker_references[]")] = None,
+    min_speakers: Annotated[int | None, Form(ge=1, le=MAX_SPEAKERS)] = None,
+    max_speakers: Annotated[int | None, Form(ge=1, le=MAX_SPEAKERS)] = None,
 ) -> AudioForm:
     """The form fields FastAPI validated, gathered (shared by transcriptions and translations); ``request`` for
     the fields the official client flattens (``chunking_strategy[type]``)."""
     check_chunking(chunking_strategy, {k: v for k, v in (await request.form()).items() if isinstance(v, str)})
     known = known_speakers(known_speaker_names or [], known_speaker_references or [])
+    low, high = speaker_range(min_speakers, max_speakers, len(known))
+    asked = diarize or response_format == "diarized_json" or bool(known) or low is not None or high is not None
     return AudioForm(file=file, url=url, source=source, model=model, language=language, prompt=prompt,
                      response_format=response_format, temperature=temperature,
                      timestamp_granularities=timestamp_granularities or [], stream=stream,
-                     diarize=diarize or response_format == "diarized_json" or bool(known), known_speakers=known)
+                     diarize=asked, known_speakers=known, min_speakers=low, max_speakers=high)
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -167,7 +175,7 @@ def render(result: Transcription, form: AudioForm, task: str) -> Response:
     if form.response_format == "vtt":
         return PlainTextResponse(to_vtt(result.segments), media_type="text/vtt")
     if form.response_format == "diarized_json":
-        return JSONResponse(to_diarized_json(result))
+        return JSONResponse(to_diarized_json(result, task))
     if form.response_format == "verbose_json":
         granularities = form.timestamp_granularities
         return JSONResponse(to_verbose_json(result, task, segments="segment" in granularities or not granularities,

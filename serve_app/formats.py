@@ -63,7 +63,8 @@ def to_verbose_json(result: Transcription, task: str, segments: bool, words: boo
         body["segments"] = [s.model_dump(exclude={"words"} if s.speaker else {"words", "speaker"})
                             for s in result.segments]
     if words:
-        body["words"] = [w.model_dump(exclude={"probability"}) for s in result.segments for w in s.words or []]
+        body["words"] = [w.model_dump(exclude={"probability"}, exclude_none=True)
+                         for s in result.segments for w in s.words or []]
     return body
 
 
@@ -74,9 +75,10 @@ def diarized_segment(segment: Segment) -> dict[str, Any]:
     return {**shape, "language": segment.language} if segment.language else shape
 
 
-def to_diarized_json(result: Transcription) -> dict[str, Any]:
-    """OpenAI's ``diarized_json``: text, duration, task and speaker-labelled segments."""
-    return {"task": "transcribe", "duration": result.duration, "text": result.text,
+def to_diarized_json(result: Transcription, task: str) -> dict[str, Any]:
+    """OpenAI's ``diarized_json``: text, duration, task (``translate`` for a translation) and speaker-labelled
+    segments."""
+    return {"task": task, "duration": result.duration, "text": result.text,
             "segments": [diarized_segment(s) for s in result.segments if s.text.strip()],
             "usage": {"type": "duration", "seconds": result.duration}}
 

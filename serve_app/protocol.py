@@ -15,6 +15,8 @@ from deployments.schemas import JobSpec, Reference, SourceMode, Transcript, Tran
 
 MAX_KNOWN_SPEAKERS = 4
 """OpenAI's limit on ``known_speaker_names[]``."""
+MAX_SPEAKERS = 32
+"""The most speakers ``min_speakers`` / ``max_speakers`` may ask for."""
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,(?P<data>.*)", re.S)
 
 
@@ -29,6 +31,16 @@ def known_speakers(names: list[str], references: list[str]) -> list[Reference]:
         raise InvalidRequest("known speaker names must be distinct and not empty", param="known_speaker_names[]")
     pairs = enumerate(zip(names, references, strict=True))
     return [Reference(name=name.strip(), audio=_data_url(url, n)) for n, (name, url) in pairs]
+
+
+def speaker_range(low: int | None, high: int | None, known: int) -> tuple[int | None, int | None]:
+    """``min_speakers`` and ``max_speakers`` (this service's extension; OpenAI has none) checked against each other
+    and against the ``known`` speakers named, who are at least that many speakers."""
+    if low is not None and high is not None and low > high:
+        raise InvalidRequest(f"min_speakers ({low}) is more than max_speakers ({high})", param="min_speakers")
+    if high is not None and known > high:
+        raise InvalidRequest(f"{known} known speakers are named but max_speakers is {high}", param="max_speakers")
+    return (max(low or 1, known) if known else low), high
 
 
 def _data_url(url: str, n: int) -> bytes:
