@@ -144,8 +144,7 @@ def _features(model: WhisperModel, window: np.ndarray, frames: int) -> np.ndarra
 def _languages(model: WhisperModel, encoded: Any, requests: list[WindowRequest], served: Sequence[str]) -> list[str]:
     """Each window's language: the requested one; else English for an English-only model, the one language
     the model is served for, or the likeliest (of those served) by detection from the batch's encoder output."""
-    if not model.model.is_multilingual or len(served) == 1:
-        fixed = served[0] if served else "en"
+    if (fixed := _fixed_language(model, served)) is not None:
         return [request.language or fixed for request in requests]
     detected: list[str] = []
     if any(request.language is None for request in requests):
@@ -153,9 +152,20 @@ def _languages(model: WhisperModel, encoded: Any, requests: list[WindowRequest],
     return [request.language or detected[index] for index, request in enumerate(requests)]
 
 
+def _fixed_language(model: WhisperModel, served: Sequence[str]) -> str | None:
+    """The one language ``model`` can be decoding when there is nothing to detect: English for an English-only model,
+    the only one it is served for; None when detection chooses."""
+    if not model.model.is_multilingual or len(served) == 1:
+        return served[0] if served else "en"
+    return None
+
+
 def detect_language(model: WhisperModel, window: np.ndarray, served: Sequence[str] = ()) -> str:
     """The likeliest language (of ``served``, any when empty) of one window, by one encoder pass and one decoder step
-    of a multilingual model: how a routed request's model is chosen before its windows are decoded."""
+    of a multilingual model: how a routed request's model is chosen before its windows are decoded. An English-only
+    model, or one served for one language, hears that language without a pass (as faster-whisper does)."""
+    if (fixed := _fixed_language(model, served)) is not None:
+        return fixed
     encoded = model.encode(_features(model, window, context_frames(len(window), None))[None])
     return likeliest_language(model.model.detect_language(encoded)[0], served)
 

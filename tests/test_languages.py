@@ -63,6 +63,13 @@ def test_both_models_load_once_at_start(engine: WhisperEngine) -> None:
     assert engine.stats()["models_resident"] == ["tiny.en", BASE], "the default and the routing's detector"
 
 
+def test_an_english_only_detector_hears_english_without_failing(clips: dict[str, np.ndarray]) -> None:
+    """The simulated cluster runs every model name on tiny.en's files, its detector too: routing must still answer."""
+    english_only = WhisperEngine(shipped_settings(detector="tiny.en"))
+    assert english_only.detect_language(clips["de"]) == "en"
+    assert english_only.route(clips["de"], TranscribeOptions(model="auto")).model == "tiny.en"
+
+
 @pytest.mark.parametrize("code", list(LANGUAGES))
 def test_the_language_is_detected_and_routed_to_its_model(
         routed: dict[str, tuple[Transcription, list[str]]], code: str) -> None:
