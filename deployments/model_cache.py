@@ -11,7 +11,7 @@ import ctypes
 import gc
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -48,7 +48,7 @@ class ModelCache(Generic[K, M]):
         self._last_used: dict[K, float] = {}
         self._lock = threading.Lock()
         self._loading: dict[K, threading.Lock] = {}
-        self.loads = 0
+        self.loads: Counter[K] = Counter()  # per key: more than one for a key is a reload
         self.evictions = 0
 
     def get(self, key: K) -> M:
@@ -71,7 +71,7 @@ class ModelCache(Generic[K, M]):
                     self._loading.pop(key, None)
                 raise
             with self._lock:  # resident and no longer loading in one step: no second load can slip between
-                self.loads += 1
+                self.loads[key] += 1
                 self._models[key] = model
                 self._last_used[key] = self._clock()
                 self._loading.pop(key, None)

@@ -211,7 +211,7 @@ class WhisperEngine:
     def stats(self) -> dict[str, Any]:
         """Loads, evictions and resident models: the figures that prove models are kept."""
         return {
-            "model_loads": self.cache.loads,
+            "model_loads": {name: count for (name, *_), count in self.cache.loads.items()},
             "model_evictions": self.cache.evictions,
             "models_resident": [key[0] for key in self.cache.resident()],
         }

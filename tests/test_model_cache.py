@@ -15,7 +15,7 @@ def test_second_get_of_the_same_key_does_not_load_again() -> None:
     assert cache.get("a") == "model-a"
     assert cache.get("a") == "model-a"
     assert loaded == ["a"]
-    assert cache.loads == 1
+    assert cache.loads.total() == 1
 
 
 def test_least_recently_used_model_goes_first() -> None:
@@ -25,7 +25,7 @@ def test_least_recently_used_model_goes_first() -> None:
     cache.get("a")
     cache.get("c")
     assert cache.resident() == ["a", "c"]
-    assert (cache.loads, cache.evictions) == (3, 1)
+    assert (cache.loads.total(), cache.evictions) == (3, 1)
 
 
 class Clock:
@@ -49,7 +49,7 @@ def test_idle_unpinned_models_expire_and_pinned_ones_stay() -> None:
     clock.now = 10_000
     assert cache.expire_idle() == []
     cache.get("extra")
-    assert cache.loads == 3, "an expired model loads again when asked for"
+    assert cache.loads.total() == 3, "an expired model loads again when asked for"
 
 
 def test_no_ttl_means_nothing_expires() -> None:
@@ -66,7 +66,7 @@ def test_the_pinned_default_is_never_evicted() -> None:
     for key in ("a", "b", "c"):
         cache.get(key)
     assert cache.resident() == ["default", "c"]
-    assert (cache.loads, cache.evictions) == (4, 2)
+    assert (cache.loads.total(), cache.evictions) == (4, 2)
 
 
 def test_a_cache_of_pinned_models_keeps_a_new_one_over_its_bound_rather_than_drop_them() -> None:
@@ -107,7 +107,7 @@ def test_a_resident_model_is_served_while_another_one_loads() -> None:
     assert not cache.is_resident("slow")
     release.set()
     loader.join(10)
-    assert cache.is_resident("slow") and cache.loads == 2
+    assert cache.is_resident("slow") and cache.loads.total() == 2
 
 
 def test_concurrent_gets_of_one_absent_model_load_it_once() -> None:
@@ -126,7 +126,7 @@ def test_concurrent_gets_of_one_absent_model_load_it_once() -> None:
     gate.set()
     for thread in threads:
         thread.join(10)
-    assert calls == ["a"] and cache.loads == 1
+    assert calls == ["a"] and cache.loads.total() == 1
 
 
 def test_a_failed_load_leaves_nothing_behind_and_the_next_get_tries_again() -> None:
@@ -141,5 +141,5 @@ def test_a_failed_load_leaves_nothing_behind_and_the_next_get_tries_again() -> N
     cache = ModelCache(load, max_models=2)
     with pytest.raises(RuntimeError, match="VRAM budget"):
         cache.get("a")
-    assert cache.resident() == [] and cache.loads == 0
-    assert cache.get("a") == "a" and attempts == ["a", "a"] and cache.loads == 1
+    assert cache.resident() == [] and cache.loads.total() == 0
+    assert cache.get("a") == "a" and attempts == ["a", "a"] and cache.loads.total() == 1

@@ -12,12 +12,18 @@ from benchmarks.support.processes import MIB
 from benchmarks.support.speech import word_error_rate
 
 
+def loads_text(loads: dict[str, int]) -> str:
+    """A row's model loads as the table shows them: each model's count."""
+    return ", ".join(f"{name} {count}" for name, count in loads.items())
+
+
 def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def row(kind: str, label: str, clients: int, run: Run, peaks: dict[str, int], model_loads: int) -> dict[str, Any]:
-    """The figures of one mode."""
+def row(kind: str, label: str, clients: int, run: Run, peaks: dict[str, int],
+        model_loads: dict[str, int]) -> dict[str, Any]:
+    """The figures of one mode; ``model_loads`` counts each model's loads (a routed service loads its detector too)."""
     audio = sum(run.audio_s)
     return {
         "kind": kind, "label": label, "clients": clients, "requests": len(run.latency_s) + run.failed,
@@ -140,13 +146,13 @@ def table(result: dict[str, Any]) -> str:
         failed = f" ({r['failed']} failed)" if r["failed"] else ""
         lines.append(f"| {r['label']} | {r['clients']} | {r['requests']}{failed} | {r['audio_hours_per_hour']:.1f} | "
                      f"{r['x_direct']:.2f} | {r['x_batched']:.2f} | {r['rtf']} | {r['latency_p50_s']} | "
-                     f"{r['latency_p95_s']} | {wer} | "
-                     f"{delta} | {r['model_loads']} | {r['retries_503']} | {rss_summary(r['peak_rss_mib'])} |")
+                     f"{r['latency_p95_s']} | {wer} | {delta} | {loads_text(r['model_loads'])} | {r['retries_503']} | "
+                     f"{rss_summary(r['peak_rss_mib'])} |")
     lines += ["", "RTF: processing seconds per audio second as each request saw it (latency / audio), so under "
               "concurrency it rises while throughput grows. × sequential and × batched: throughput against the "
               "library called sequentially and against its batched pipeline one clip at a time, on the same audio "
               "(the long file against the long file). Δ WER: percentage points against the sequential library. "
-              "Model loads: for the service, the Transcriber replica's loads since it started.", ""]
+              "Model loads: for the service, the Transcriber replica's loads of each model since it started.", ""]
     lines += length_table(result["rows"])
     lines += stage_table(result["rows"])
     lines += [f"- {t['target']}: {t['reached']} — {'met' if t['met'] else 'not met'}" for t in result["targets"]]

@@ -151,7 +151,8 @@ def direct_rows(settings: TranscriberSettings, clips: list[Clip], long: Clip, re
         for prefix, suffix, work in [("", "", workload(clips, repetitions, 1)), ("long_", ", long file", [long])]:
             with PeakRss(this_process) as peak:
                 run = sequential(work, functools.partial(run_one, model, options=options))
-            rows.append(row(f"{prefix}{kind or 'direct'}", f"{label}{suffix}", 1, run, peak.peaks, 1))
+            rows.append(row(f"{prefix}{kind or 'direct'}", f"{label}{suffix}", 1, run, peak.peaks,
+                             {settings.default_model: 1}))
     return rows
 
 
@@ -160,7 +161,8 @@ def naive_row(settings: TranscriberSettings, clips: list[Clip], repetitions: int
     naive = Naive(settings, decoding(settings))
     with PeakRss(this_process) as peak:
         run = sequential(workload(clips, 1, 1), naive)
-    return row("naive", "naive: new WhisperModel per request", 1, run, peak.peaks, naive.loads)
+    return row("naive", "naive: new WhisperModel per request", 1, run, peak.peaks,
+               {settings.default_model: naive.loads})
 
 
 def service_rows(config: dict[str, Any], folder: Path, clips: list[Clip], long: Clip, videos: list[Clip],
