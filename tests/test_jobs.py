@@ -248,14 +248,12 @@ def test_a_page_with_several_media_is_expanded_into_items(service: Service, medi
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "urls"
 
 
-
-
 class Models:
-    """The one piece of the graph a job asks for before it downloads anything: the model's configured name."""
+    """The one piece of the graph a job asks for before it downloads anything: the models its transcripts may have."""
 
     @staticmethod
-    def check_model(requested: str | None) -> str:
-        return "tiny.en"
+    def models_for(requested: str | None, language: str | None) -> list[str]:
+        return ["tiny.en"]
 
 
 def test_an_item_stored_before_its_runner_stopped_is_done_on_resume_and_one_stored_before_the_job_is_skipped(
@@ -278,15 +276,11 @@ def test_an_item_stored_before_its_runner_stopped_is_done_on_resume_and_one_stor
     assert by_url[earlier]["status"] == "skipped", by_url[earlier]
 
 
-class Playlist:
+class Playlist(Models):
     """A pipeline whose playlist holds ``items`` and whose sources all fail for good (nothing is transcribed)."""
 
     def __init__(self, items: list[str]) -> None:
         self.items, self.expanded = items, []
-
-    @staticmethod
-    def check_model(requested: str | None) -> str:
-        return "tiny.en"
 
     async def expand(self, url: str) -> list[str]:
         self.expanded.append(url)

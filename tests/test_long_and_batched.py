@@ -21,7 +21,7 @@ pytestmark = pytest.mark.serve
 GAP_S = 4.0
 """Silence between two spoken scripts: longer than a window may bridge, so each script gets its own window."""
 ORDER = ["lecture", "history", "cooking"] * 3
-KEYWORDS = {"lecture": "water", "history": "library", "cooking": "onions"}
+KEYWORDS = {"lecture": "water", "history": "town", "cooking": "onions"}
 """A word of each script's first sentence that tiny.en hears reliably (a window's first word it may not)."""
 
 
