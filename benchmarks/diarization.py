@@ -22,8 +22,6 @@ Writes ``diarization-<machine>-<date>.json`` and ``.md`` under ``--out`` and pri
 from __future__ import annotations
 
 import asyncio
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -36,8 +34,9 @@ import numpy as np
 
 from benchmarks.support.der import ErrorRate
 from benchmarks.support.harness import benchmark_config, benchmark_parser, local_app
+from benchmarks.support.processes import MIB, PeakRss, service_processes, this_process
+from benchmarks.support.results import cpu_machine, write_result
 from benchmarks.support.speech import Conversation, attributed, dialogue, missing_tools, sentences
-from benchmarks.throughput import MIB, PeakRss, service_processes, this_process
 from deployments.diarization import SenkoEngine
 from deployments.schemas import SpeechEmbeddings
 from deployments.settings import DiarizerSettings
@@ -178,15 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         config = benchmark_config(args.config, Path(scratch))
         service = service_figures(config, Path(scratch), recordings, 1 if args.quick else 2, args.clients)
-    result = {"machine": f"{platform.node() or 'host'}-cpu", "date": date.today().isoformat(), "config": args.config,
+    result = {"machine": cpu_machine(), "date": date.today().isoformat(), "config": args.config,
               "quick": args.quick, "engine": engine, "lecture": lecture, "service": service}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"diarization-{result['machine']}-{result['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(table(result))
-    print(table(result))
-    print(f"wrote {stem}.json and .md")
+    write_result(args.out, f"diarization-{result['machine']}-{result['date']}", result, table(result))
     return 0
 
 

@@ -19,8 +19,6 @@ under ``--out`` and prints the table.
 
 from __future__ import annotations
 
-import json
-import platform
 import tempfile
 import time
 from datetime import date
@@ -32,6 +30,7 @@ import httpx
 from benchmarks.support.der import ErrorRate
 from benchmarks.support.harness import benchmark_config, benchmark_parser, local_app
 from benchmarks.support.real_speech import QUICK, Recording, meetings, recordings
+from benchmarks.support.results import cpu_machine, write_result
 from benchmarks.support.speech import SpeakerTime
 
 SYSTEMS = ("engine_whole", "service", "service_count")
@@ -128,16 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         found.update(service(benchmark_config(args.config, Path(scratch)), Path(scratch), chosen))
     systems = {s: found[s] for s in SYSTEMS}
-    result = {"machine": f"{platform.node() or 'host'}-cpu", "date": date.today().isoformat(), "config": args.config,
+    result = {"machine": cpu_machine(), "date": date.today().isoformat(), "config": args.config,
               "quick": args.quick, "groups": {name: scored(group, systems) for name, group in groups.items()},
               "wall_s": round(time.perf_counter() - started, 1), "turns": found}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"diarization-real-{result['machine']}-{result['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(table(result))
-    print(table(result))
-    print(f"wrote {stem}.json and .md")
+    write_result(args.out, f"diarization-real-{result['machine']}-{result['date']}", result, table(result))
     return 0
 
 

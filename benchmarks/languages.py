@@ -18,9 +18,7 @@ and prints the tables. The machine's load average is recorded: detection time gr
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import time
 from datetime import date
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.support.harness import benchmark_parser, load_config
+from benchmarks.support.results import cpu_machine, write_result
 from benchmarks.support.speech import LANGUAGES, clip_set, missing_tools, speak, word_error_rate
 from deployments.audio import decode
 from deployments.schemas import TranscribeOptions
@@ -119,16 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     routed = routed_rows(engine, args.quick)
     english = english_rows(engine, args.quick)
     load.append(round(os.getloadavg()[0], 1))
-    result = {"machine": f"{platform.node() or 'host'}-cpu", "date": date.today().isoformat(), "config": args.config,
+    result = {"machine": cpu_machine(), "date": date.today().isoformat(), "config": args.config,
               "quick": args.quick, "load_average": load, "routed": routed, "summary": summary(routed),
               "english": english}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"languages-{'quick-' if args.quick else ''}{result['machine']}-{result['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    stem.with_suffix(".md").write_text(table(result))
-    print(table(result))
-    print(f"wrote {stem}.json and .md")
+    write_result(args.out, f"languages-{'quick-' if args.quick else ''}{result['machine']}-{result['date']}", result,
+                 table(result))
     return 0
 
 
