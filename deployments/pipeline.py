@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployments.diarization import diarized
-from deployments.errors import InvalidRequest
+from deployments.errors import InvalidRequest, SourceFailed
 from deployments.handles import ServiceHandle
 from deployments.language_routing import check_request, resolved, unnamed
 from deployments.schemas import (
@@ -35,6 +35,7 @@ from deployments.schemas import (
 from deployments.settings import TranscriberSettings
 from deployments.store import ENGLISH_VERSION
 from deployments.windows import shifted, stitch
+from deployments.youtube import NoCaptions
 
 
 def _timed(items: list[Any]) -> list[TimedText]:
@@ -192,17 +193,33 @@ class TranscriptPipeline:
         """The English version of ``original`` (speech in another language), kept beside it with its own passages, so
         an English search finds the source at the moment a passage was spoken; None when it is English already.
 
-        The audio is decoded again with the task ``translate``, by the model and in the language of the original
-        (captions too are translated from the audio). Its id is the source's with ``+en``.
+        A captioned source takes YouTube's English translation of its captions when YouTube offers one (no audio is
+        fetched); otherwise the audio is decoded again with the task ``translate``, by the model and in the language
+        of the original. Its id is the source's with ``+en``.
         """
         if original.language in (None, "en"):
             return None
+        if original.source == "captions" and (captions := await self._english_captions(spec, original)) is not None:
+            return captions
         model = original.model if original.source == "asr" else None
         options = TranscribeOptions(model=self.check_source_model(model, original.language), language=original.language,
                                     task="translate")
         source = await self.resolve(None, None, spec.url, "asr", original.language, options)
         english = (await self.transcription(source)).model_copy(update={"language": "en"})
         return await self._kept(source.header, english, spec.embed, f"{original.id}{ENGLISH_VERSION}")
+
+    async def _english_captions(self, spec: TranscriptSpec,
+                                original: Transcript) -> tuple[Transcript, list[Passage]] | None:
+        """The English captions of a captioned source, YouTube's translation among them; None when it has none."""
+        options = TranscribeOptions(model=self.check_source_model(None, "en"), language="en")
+        try:
+            source = await self.resolve(None, None, spec.url, "captions", "en", options)
+        except SourceFailed as error:
+            if error.code != NoCaptions.code:
+                raise
+            return None
+        return await self._kept(source.header, from_captions(source.header), spec.embed,
+                                f"{original.id}{ENGLISH_VERSION}")
 
     async def _kept(self, resolved: Resolved, result: Transcription, embed: bool,
                     key: str) -> tuple[Transcript, list[Passage]]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 import requests
 
 from deployments.errors import SourceFailed, SourceUnreachable
 from deployments.schemas import Segment
+
+if TYPE_CHECKING:
+    from youtube_transcript_api import Transcript, TranscriptList
 
 YOUTUBE_ORIGIN = "https://www.youtube.com"
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -77,9 +81,11 @@ _BLOCK_CODES = {"RequestBlocked": "bot_check", "IpBlocked": "bot_check", "AgeRes
 
 
 def fetch_captions(
-    vid: str, languages: list[str], base_url: str = YOUTUBE_ORIGIN, timeout_s: float = 20.0
+    vid: str, languages: list[str], base_url: str = YOUTUBE_ORIGIN, timeout_s: float = 20.0,
+    translate_to: str | None = None,
 ) -> tuple[str, list[Segment]]:
-    """The best caption track: manual before auto-generated, in the order of ``languages``.
+    """The best caption track: manual before auto-generated, in the order of ``languages``; with ``translate_to``
+    (the language a viewer asked for), YouTube's own translation into it ranks after that language's own tracks.
 
     Returns the track's language code and its timed segments; failures become typed errors.
     """
@@ -88,12 +94,11 @@ def fetch_captions(
 
     try:
         listing = YouTubeTranscriptApi(http_client=RebasedSession(base_url, timeout_s)).list(vid)
-        try:
-            track = listing.find_manually_created_transcript(languages)
-        except yta.NoTranscriptFound:
-            track = listing.find_generated_transcript(languages)
+        track = _best_track(listing, languages, translate_to)
+        if track is None:
+            raise NoCaptions(f"video {vid} has no captions in {languages}", param="url")
         fetched = track.fetch()
-    except (yta.TranscriptsDisabled, yta.NoTranscriptFound) as error:
+    except yta.TranscriptsDisabled as error:
         raise NoCaptions(f"video {vid} has no captions in {languages}", param="url") from error
     except (yta.VideoUnavailable, yta.InvalidVideoId) as error:
         raise SourceFailed(f"video {vid} is unavailable (private, removed or never existed)",
@@ -117,3 +122,29 @@ def fetch_captions(
         raise NoCaptions(f"the caption track of {vid} is empty", param="url")
     return fetched.language_code, segments
 
+
+
+
+def _best_track(listing: TranscriptList, languages: list[str], translate_to: str | None) -> Transcript | None:
+    """With a language asked for (``translate_to``): its own tracks, then YouTube's translation into it, then tracks
+    in the other ``languages``; without: tracks in ``languages``' order. Manual before generated; None: no track."""
+    first = [translate_to] if translate_to else languages
+    rest = [code for code in languages if code not in first]
+    return (_own_track(listing, first) or (_translated(listing, translate_to) if translate_to else None)
+            or (_own_track(listing, rest) if rest else None))
+
+
+def _own_track(listing: TranscriptList, languages: list[str]) -> Transcript | None:
+    """The manual track in the first of ``languages`` that has one, else the generated one; None: neither."""
+    from youtube_transcript_api import _errors as yta
+
+    for find in (listing.find_manually_created_transcript, listing.find_generated_transcript):
+        with contextlib.suppress(yta.NoTranscriptFound):
+            return find(languages)
+    return None
+
+
+def _translated(listing: TranscriptList, language: str) -> Transcript | None:
+    """YouTube's translation into ``language`` of the first track (manual ones first) it translates; None: none."""
+    track = next((each for each in listing if language in {t.language_code for t in each.translation_languages}), None)
+    return None if track is None else track.translate(language)

@@ -18,6 +18,9 @@ pytestmark = pytest.mark.serve
 TIMEOUT = 300
 BASE = "Systran/faster-whisper-base"
 RUSSIAN_ID = "russianTalk"
+GERMAN_ID = "deCaptions1"
+GERMAN = [(0.0, 3.0, "Wasser fällt als Regen vom Himmel."), (3.0, 2.5, "Die Sonne wärmt das Meer.")]
+TRANSLATED = [(0.0, 3.0, "Water falls from the sky as rain."), (3.0, 2.5, "The sun warms the sea.")]
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +119,26 @@ def test_a_stored_transcript_says_its_language_and_model_keeps_an_english_versio
     keys = [row["key"] for row in httpx.get(f"{service.url}/v1/transcripts", params={"limit": 500},
                                             timeout=30).json()["data"]]
     assert keys.count(body["transcript_id"]) == 1 and f"youtube:{RUSSIAN_ID}|tiny.en" not in keys
+
+
+def test_a_captioned_video_keeps_youtubes_english_translation_of_its_captions_without_fetching_audio(
+        service: Service, fake_youtube: FakeYouTube) -> None:
+    """German captions that YouTube translates, asked in German with ``translate``: the German captions and YouTube's
+    English translation of them stored side by side, and no audio fetched (the video has none to fetch)."""
+    fake_youtube.videos[GERMAN_ID] = FakeVideo("Der Wasserkreislauf", captions=GERMAN, language="de",
+                                               translations={"en": TRANSLATED})
+    url = f"https://www.youtube.com/watch?v={GERMAN_ID}"
+    response = httpx.post(f"{service.url}/v1/transcripts", json={"url": url, "language": "de", "translate": True},
+                          timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["source"], body["language"], body["text"]) == ("captions", "de", " ".join(t for *_, t in GERMAN))
+    english = body["translation"]
+    assert (english["source"], english["language"]) == ("captions", "en"), english
+    assert english["text"] == " ".join(t for *_, t in TRANSLATED)
+    assert english["transcript_id"].startswith(f"youtube:{GERMAN_ID}+en")
+    asked = [r for r in fake_youtube.requests if GERMAN_ID in r]
+    assert any("tlang=en" in r for r in asked) and not any("/media/" in r for r in asked), asked
+    srt = httpx.get(f"{service.url}/v1/transcripts/{english['transcript_id']}",
+                    params={"response_format": "srt"}, timeout=30).text
+    assert "00:00:03,000 --> 00:00:05,500" in srt and "The sun warms the sea." in srt

@@ -56,6 +56,31 @@ def test_language_preference_is_respected(fake_youtube: FakeYouTube) -> None:
     assert fetch_captions(GENERATED_ID, ["de", "en"], fake_youtube.base_url)[0] == "en"
 
 
+GERMAN = [(0.0, 3.0, "Wasser fällt als Regen vom Himmel."), (3.0, 2.5, "Die Sonne wärmt das Meer.")]
+TRANSLATED = [(0.0, 3.0, "Water falls from the sky as rain."), (3.0, 2.5, "The sun warms the sea.")]
+
+
+def test_a_language_asked_for_takes_youtubes_translation_when_no_track_is_in_it() -> None:
+    with FakeYouTube() as fake:
+        fake.videos["germanOnly1"] = FakeVideo("Wasser", captions=GERMAN, language="de",
+                                               translations={"en": TRANSLATED})
+        fake.videos["notTransl01"] = FakeVideo("Wasser", captions=GERMAN, language="de")
+        fake.videos["bothTracks1"] = FakeVideo("Water", captions=[(0, 1, "the English track")],
+                                               translations={"fr": [(0, 1, "la traduction")]})
+        with pytest.raises(NoCaptions):  # no language asked for: no translation stands in for the original
+            fetch_captions("germanOnly1", ["en"], fake.base_url)
+        language, segments = fetch_captions("germanOnly1", ["en"], fake.base_url, translate_to="en")
+        assert language == "en" and [s.text for s in segments] == [line for _, _, line in TRANSLATED]
+        assert any("tlang=en" in request for request in fake.requests)
+        assert fetch_captions("germanOnly1", ["de", "en"], fake.base_url, translate_to="de")[0] == "de"
+        with pytest.raises(NoCaptions):  # a track YouTube does not translate
+            fetch_captions("notTransl01", ["en"], fake.base_url, translate_to="en")
+        english = fetch_captions("bothTracks1", ["en"], fake.base_url, translate_to="en")
+        assert english[1][0].text == "the English track", "a track in the language comes before a translation"
+        french = fetch_captions("bothTracks1", ["fr", "en"], fake.base_url, translate_to="fr")
+        assert french[0] == "fr" and french[1][0].text == "la traduction", "the language asked for comes first"
+
+
 def test_failures_are_typed(fake_youtube: FakeYouTube) -> None:
     with pytest.raises(NoCaptions):
         fetch_captions(UNCAPTIONED_ID, ["en"], fake_youtube.base_url)

@@ -21,13 +21,15 @@ BOT_CHECK = "Sign in to confirm you\u2019re not a bot"
 
 @dataclass
 class FakeVideo:
-    """One video: its title, audio file, and manual and generated caption tracks (None: absent)."""
+    """One video: its title, audio file, manual and generated caption tracks (None: absent), and the lines YouTube's
+    caption translation gives in each language it offers (``translations``; none: its tracks are not translatable)."""
 
     title: str
     audio: Path | None = None
     captions: list[tuple[float, float, str]] | None = None
     auto_captions: list[tuple[float, float, str]] | None = None
     language: str = "en"
+    translations: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
     playability: dict = field(default_factory=lambda: {"status": "OK"})
 
 
@@ -73,7 +75,10 @@ class FakeYouTube:
                     page = fake.watch_page(vid, video or FakeVideo(title="YouTube"))
                     self._send(200, page.encode(), "text/html; charset=utf-8")
                 elif url.path == "/api/timedtext" and video is not None:
-                    track = video.auto_captions if query.get("kind") == ["asr"] else video.captions
+                    if "tlang" in query:
+                        track = video.translations.get(query["tlang"][0])
+                    else:
+                        track = video.auto_captions if query.get("kind") == ["asr"] else video.captions
                     self._send(200, fake.timedtext(track or []).encode(), "text/xml; charset=utf-8")
                 elif url.path.startswith("/media/"):
                     video = fake.videos.get(Path(url.path).stem)
@@ -117,12 +122,15 @@ class FakeYouTube:
                 base = f"https://www.youtube.com/api/timedtext?v={vid}&lang={video.language}"
                 track = {"baseUrl": base + (f"&kind={kind}" if kind else ""),
                          "name": {"runs": [{"text": "English"}]}, "languageCode": video.language,
-                         "isTranslatable": False}
+                         "isTranslatable": bool(video.translations)}
                 if kind:
                     track["kind"] = kind
                 tracks.append(track)
         if tracks:
-            body["captions"] = {"playerCaptionsTracklistRenderer": {"captionTracks": tracks}}
+            languages = [{"languageCode": code, "languageName": {"runs": [{"text": code}]}}
+                         for code in video.translations]
+            body["captions"] = {"playerCaptionsTracklistRenderer": {"captionTracks": tracks,
+                                                                    "translationLanguages": languages}}
         return body
 
     @staticmethod
