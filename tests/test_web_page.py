@@ -277,9 +277,13 @@ def test_a_link_in_another_language_is_kept_with_its_english_version_and_the_rea
 
 
 def test_speakers_are_shown_when_segments_have_them(page: Page, stored: dict[str, str]) -> None:
-    """Diarized segments carry ``speaker`` (another branch adds it); the stored answer gets one here, in the browser."""
+    """Each diarized segment's ``speaker`` is shown: the stored answer gets speakers here, in the browser, and a second
+    turn after its last segment (tiny.en may hear the two-sentence script as one segment)."""
     def with_speakers(route: Route) -> None:
         body = route.fetch().json()
+        last = body["segments"][-1]
+        body["segments"].append({**last, "id": last["id"] + 1, "start": last["end"], "end": last["end"] + 1.0,
+                                 "text": "Agreed."})
         for n, segment in enumerate(body["segments"]):
             segment["speaker"] = f"SPEAKER_0{n % 2}"
         route.fulfill(json=body)
