@@ -276,14 +276,37 @@ def test_a_link_in_another_language_is_kept_with_its_english_version_and_the_rea
     expect(page.locator("#segments")).to_contain_text("acqua")
 
 
+def test_a_dropped_file_in_another_language_is_read_in_english_too(page: Page, tmp_path: Path) -> None:
+    """"Also in English" on a dropped file: its transcription and its translation (neither stored), each linking to
+    the other in the reader."""
+    voice, text = LANGUAGES["it"]
+    audio = tmp_path / "acqua.wav"
+    audio.write_bytes(speak(text, voice))
+    sign_in(page)
+    drop_file(page, audio)
+    page.get_by_label("Also in English").check()
+    page.get_by_role("button", name="Add").click()
+    item = page.locator("#items li").first
+    expect(item).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_S * 1000)
+    item.get_by_role("link", name=re.compile("^Read.*not stored")).click()
+    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 it \u00b7"))
+    expect(page.locator("#segments")).to_contain_text("acqua")
+    page.get_by_role("link", name="Read in English").click()
+    expect(page.locator("#read-title")).to_have_text("acqua.wav (English)")
+    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 en \u00b7"))
+    expect(page.locator("#segments")).to_contain_text(re.compile("water", re.IGNORECASE))
+    page.get_by_role("link", name="Read the original").click()
+    expect(page.locator("#read-title")).to_have_text("acqua.wav")
+    expect(page.locator("#segments")).to_contain_text("acqua")
+
+
 def test_speakers_are_shown_when_segments_have_them(page: Page, stored: dict[str, str]) -> None:
     """Each diarized segment's ``speaker`` is shown: the stored answer gets speakers here, in the browser, and a second
     turn after its last segment (tiny.en may hear the two-sentence script as one segment)."""
     def with_speakers(route: Route) -> None:
         body = route.fetch().json()
         last = body["segments"][-1]
-        body["segments"].append({**last, "id": last["id"] + 1, "start": last["end"], "end": last["end"] + 1.0,
-                                 "text": "Agreed."})
+        body["segments"].append({**last, "start": last["end"], "end": last["end"] + 1.0, "text": "Agreed."})
         for n, segment in enumerate(body["segments"]):
             segment["speaker"] = f"SPEAKER_0{n % 2}"
         route.fulfill(json=body)
