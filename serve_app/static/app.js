@@ -190,20 +190,31 @@ async function submitUrls(urls, source) {
   }
 }
 
-async function submitFile(file, source) {
-  const row = addItem(file.name);
-  setItem(row, "running", "");
+/** A multipart body of ``file`` and the ``fields`` that have a value. */
+function uploadForm(file, fields) {
   const form = new FormData();
   form.append("file", file);
-  form.append("source", source);
-  form.append("response_format", "verbose_json");
-  form.append("timestamp_granularities[]", "segment");
-  if ($("#language").value) form.append("language", $("#language").value);
-  if ($("#diarize").checked) form.append("diarize", "true");
+  for (const [name, value] of Object.entries(fields)) if (value) form.append(name, value);
+  return form;
+}
+
+/** A dropped file transcribed (not stored); with "Also in English", speech in another language translated too. */
+async function submitFile(file, source, translate) {
+  const row = addItem(file.name);
+  setItem(row, "running", "");
+  const fields = { source, response_format: "verbose_json", "timestamp_granularities[]": "segment",
+    language: $("#language").value, diarize: $("#diarize").checked ? "true" : "" };
   try {
-    const result = await apiJson("/v1/audio/transcriptions", { method: "POST", body: form });
-    uploads.push({ ...result, title: file.name, media: URL.createObjectURL(file) });
-    const n = uploads.length - 1;
+    const result = await apiJson("/v1/audio/transcriptions", { method: "POST", body: uploadForm(file, fields) });
+    const media = URL.createObjectURL(file);
+    const n = uploads.push({ ...result, title: file.name, media }) - 1;
+    if (translate && result.language !== "en") {
+      const english = await apiJson("/v1/audio/translations", {
+        method: "POST", body: uploadForm(file, { model: result.model, response_format: "verbose_json" }),
+      });
+      const version = { ...english, language: "en", title: `${file.name} (English)`, media, other: n, english: true };
+      uploads[n].other = uploads.push(version) - 1;
+    }
     setItem(row, "done", "", { href: `#/upload/${n}`, text: `Read (${clock(result.duration)}, not stored)` });
   } catch (error) {
     setItem(row, "failed", reason(error.code, error.message));
@@ -219,7 +230,7 @@ async function onAdd(event) {
   if (!urls.length && !files.length) return;
   $("#urls").value = "";
   $("#files").value = "";
-  const work = files.map((file) => submitFile(file, source));
+  const work = files.map((file) => submitFile(file, source, $("#translate").checked));
   if (urls.length) work.push(submitUrls(urls, source));
   await Promise.all(work);
 }
@@ -301,16 +312,23 @@ function makePlayer(transcript, media) {
   };
 }
 
-function renderTranscript(transcript, media, at, downloads) {
+/** The link to a stored transcript's English version, or to the original of an English one; null: none. */
+function storedVersion(transcript) {
+  if (!transcript.other_version) return null;
+  const text = transcript.other_version.includes("+en|") ? "Read in English" : "Read the original";
+  return { href: `#/read/${encodeURIComponent(transcript.other_version)}`, text };
+}
+
+function renderTranscript(transcript, media, at, downloads, version) {
   $("#read-title").textContent = transcript.title || transcript.url || "Transcript";
   const facts = [transcript.source ? origin(transcript) : null, transcript.language,
     transcript.duration != null ? clock(transcript.duration) : null, transcript.url].filter(Boolean);
   $("#read-meta").textContent = facts.join(" \u00b7 ");
-  const other = $("#read-other");  // a stored transcript's English version, or the original of an English one
-  other.hidden = !transcript.other_version;
-  if (transcript.other_version) {
-    other.href = `#/read/${encodeURIComponent(transcript.other_version)}`;
-    other.textContent = transcript.other_version.includes("+en|") ? "Read in English" : "Read the original";
+  const other = $("#read-other");  // the other version: English, or the original
+  other.hidden = !version;
+  if (version) {
+    other.href = version.href;
+    other.textContent = version.text;
   }
   const seek = makePlayer(transcript, media);
   const items = transcript.segments.map((segment) => {
@@ -365,7 +383,7 @@ async function showStored(id, at) {
   renderTranscript(transcript, transcript.url, at, async (format) => {
     const response = await api(`/v1/transcripts/${encodeURIComponent(id)}?response_format=${format}`);
     save(fileName(transcript, format), await response.blob());
-  });
+  }, storedVersion(transcript));
 }
 
 function showUpload(n) {
@@ -375,7 +393,8 @@ function showUpload(n) {
   renderTranscript(transcript, upload.media, null, async (format) => {
     const body = format === "json" ? JSON.stringify(upload, null, 2) : upload.text;
     save(fileName(upload, format), new Blob([body]));
-  });
+  }, upload.other == null ? null
+    : { href: `#/upload/${upload.other}`, text: upload.english ? "Read the original" : "Read in English" });
   for (const button of document.querySelectorAll(".downloads button")) {  // srt and vtt need a stored transcript
     button.hidden = button.dataset.format === "srt" || button.dataset.format === "vtt";
   }
