@@ -252,52 +252,49 @@ def test_youtube_sources_play_in_an_embed_and_a_bot_check_names_the_cookies(page
     until(lambda: embeds, 10, "the embed's request")
 
 
+def italian_clip(folder: Path, name: str) -> Path:
+    """The Italian water-cycle text read by festival's Italian voice, as ``folder/name``."""
+    voice, text = LANGUAGES["it"]
+    audio = folder / name
+    audio.write_bytes(speak(text, voice))
+    return audio
+
+
+def add_in_english_and_read(page: Page, read_link: str) -> None:
+    """Add with "Also in English", then in the reader: the Italian original, its English version, and back."""
+    page.get_by_label("Also in English").check()
+    page.get_by_role("button", name="Add").click()
+    item = page.locator("#items li").first
+    expect(item).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_S * 1000)
+    item.get_by_role("link", name=re.compile(read_link)).click()
+    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 it \u00b7"))
+    expect(page.locator("#segments")).to_contain_text("acqua")
+    page.get_by_role("link", name="Read in English").click()
+    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 en \u00b7"))
+    expect(page.locator("#segments")).to_contain_text(re.compile("water", re.IGNORECASE))
+    page.get_by_role("link", name="Read the original").click()
+    expect(page.locator("#segments")).to_contain_text("acqua")
+
+
 def test_a_link_in_another_language_is_kept_with_its_english_version_and_the_reader_switches(
         page: Page, fake_youtube: FakeYouTube, tmp_path: Path) -> None:
     """Italian chosen in Add with "Also in English": the job stores both, and the reader links each to the other."""
-    voice, text = LANGUAGES["it"]
-    audio = tmp_path / "it.wav"
-    audio.write_bytes(speak(text, voice))
-    fake_youtube.videos["italianTalk"] = FakeVideo("Il ciclo dell'acqua", audio=audio)
+    fake_youtube.videos["italianTalk"] = FakeVideo("Il ciclo dell'acqua", audio=italian_clip(tmp_path, "it.wav"))
     sign_in(page)
     page.get_by_label("Links").fill("https://www.youtube.com/watch?v=italianTalk")
     page.get_by_label("Language").select_option("it")
-    page.get_by_label("Also in English").check()
-    page.get_by_role("button", name="Add").click()
-    item = page.locator("#items li").first
-    expect(item).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_S * 1000)
-    item.get_by_role("link", name=re.compile("^Read")).click()
-    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 it \u00b7"))
-    expect(page.locator("#segments")).to_contain_text("acqua")
-    page.get_by_role("link", name="Read in English").click()
-    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 en \u00b7"))
-    expect(page.locator("#segments")).to_contain_text(re.compile("water", re.IGNORECASE))
-    page.get_by_role("link", name="Read the original").click()
-    expect(page.locator("#segments")).to_contain_text("acqua")
+    add_in_english_and_read(page, "^Read")
 
 
 def test_a_dropped_file_in_another_language_is_read_in_english_too(page: Page, tmp_path: Path) -> None:
-    """"Also in English" on a dropped file: its transcription and its translation (neither stored), each linking to
-    the other in the reader."""
-    voice, text = LANGUAGES["it"]
-    audio = tmp_path / "acqua.wav"
-    audio.write_bytes(speak(text, voice))
+    """"Also in English" on a dropped file, language automatic: its transcription and its translation (neither
+    stored), each linking to the other in the reader."""
     sign_in(page)
-    drop_file(page, audio)
-    page.get_by_label("Also in English").check()
-    page.get_by_role("button", name="Add").click()
-    item = page.locator("#items li").first
-    expect(item).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_S * 1000)
-    item.get_by_role("link", name=re.compile("^Read.*not stored")).click()
-    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 it \u00b7"))
-    expect(page.locator("#segments")).to_contain_text("acqua")
+    drop_file(page, italian_clip(tmp_path, "acqua.wav"))
+    add_in_english_and_read(page, "^Read.*not stored")
+    expect(page.locator("#read-title")).to_have_text("acqua.wav")
     page.get_by_role("link", name="Read in English").click()
     expect(page.locator("#read-title")).to_have_text("acqua.wav (English)")
-    expect(page.locator("#read-meta")).to_contain_text(re.compile("\u00b7 en \u00b7"))
-    expect(page.locator("#segments")).to_contain_text(re.compile("water", re.IGNORECASE))
-    page.get_by_role("link", name="Read the original").click()
-    expect(page.locator("#read-title")).to_have_text("acqua.wav")
-    expect(page.locator("#segments")).to_contain_text("acqua")
 
 
 def test_speakers_are_shown_when_segments_have_them(page: Page, stored: dict[str, str]) -> None:
