@@ -123,8 +123,6 @@ def fetch_captions(
     return fetched.language_code, segments
 
 
-
-
 def _best_track(listing: TranscriptList, languages: list[str], translate_to: str | None) -> Transcript | None:
     """With a language asked for (``translate_to``): its own tracks, then YouTube's translation into it, then tracks
     in the other ``languages``; without: tracks in ``languages``' order. Manual before generated; None: no track."""
