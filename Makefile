@@ -100,16 +100,21 @@ serve: install
 	@echo "Starting on http://127.0.0.1:8000 (Ctrl-C to stop). Try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
 	$(VENV)/bin/serve run --address local $(CONFIG)   # its own local Ray, never a stale one from ray start
 
+# Two pytest-xdist workers: one runs the modules that share the one app, the other the rest (tests/conftest.py
+# groups them). Much of a test's time is waiting (a cluster starting, a download held, a browser), so two overlap
+# well on 2 cores. PYTEST_PARALLEL= runs them one after another.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup
+
 # Every test. Each pytest run keeps Ray's files in a fresh folder of its own (RAY_TMPDIR, tests/conftest.py), so
 # nothing an earlier or interrupted run left in /tmp/ray matters, and its clusters die with it.
 test: install-test check-install typecheck
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 # The edit-test loop: everything but the long end-to-end measurements (marked `slow`), which `make test` runs too.
 test-fast: install-test
 	$(VENV)/bin/ruff check serve_app deployments tests benchmarks
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 typecheck: install-test   # mypy over serve_app and deployments ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/mypy

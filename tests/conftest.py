@@ -42,11 +42,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
     Ray keeps its sessions and the "current cluster" record under ``$RAY_TMPDIR/ray``; the folder starts
     empty, as on a machine where Ray never ran, and a stale record elsewhere is never read. A path given in
-    ``RAY_TMPDIR`` is kept. The folder's path is short: Ray's socket paths live under it.
+    ``RAY_TMPDIR`` is kept. The folder's path is short: Ray's socket paths live under it. Each pytest-xdist
+    worker has a folder of its own inside it, so that one worker's clusters never overwrite the other's record.
     """
     if "RAY_TMPDIR" not in os.environ:
         os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-tests-")
         config.stash[_OWN_RAY_TMPDIR] = os.environ["RAY_TMPDIR"]
+    if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=worker, dir=os.environ["RAY_TMPDIR"])
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and every module that uses the shared
+    ``service`` on the same one, so that the app starts once per run and module fixtures once per module."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    shared = {module(item) for item in items if "service" in getattr(item, "fixturenames", ())}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("service" if module(item) in shared else module(item)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -25,6 +25,14 @@ def resolver(fake_youtube: FakeYouTube) -> SourceResolver:
     return SourceResolver(DownloaderSettings(youtube_base_url=fake_youtube.base_url, allow_private_networks=True))
 
 
+@pytest.fixture(autouse=True)
+def own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's downloads go to a temp dir of its own: another test run beside it (a pytest-xdist worker)
+    downloads into the system one, which would make ``scratch_dirs`` see folders this test never made."""
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+
+
 def scratch_dirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("transcribe-serve-*")}
 
