@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
-import threading
-import time
 import wave
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,7 +14,7 @@ import srt
 import webvtt
 
 from benchmarks.support.speech import SCRIPTS, word_error_rate
-from tests.conftest import TEST_UPLOAD_LIMIT, UNCAPTIONED_ID, Service, local_config
+from tests.conftest import TEST_UPLOAD_LIMIT, UNCAPTIONED_ID, Service
 
 pytestmark = pytest.mark.serve
 
@@ -151,82 +146,3 @@ def test_audio_without_samples_is_422(client: openai.OpenAI, service: Service) -
     by_url = httpx.post(f"{service.url}/v1/audio/transcriptions", timeout=300,
                         data={"url": UNCAPTIONED_ID, "source": "captions"})
     assert by_url.status_code == 422 and by_url.json()["error"]["code"] == "no_captions"
-
-
-class HeldMedia:
-    """A loopback media server whose downloads trickle a byte a second until ``release()``, then finish at once.
-
-    Sources fetched from it hold their Downloader slots for as long as the test likes, at no cost in CPU, so that
-    what the graph admits is exactly its configured bound, whatever this machine's speed.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self.released = threading.Event()
-        held = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: object) -> None:
-                return
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/wav")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                sent = 0
-                with contextlib.suppress(OSError):  # a probe that reads the headers alone hangs up
-                    while not held.released.wait(1) and sent < len(body) - 1:
-                        self.wfile.write(body[sent:sent + 1])
-                        self.wfile.flush()
-                        sent += 1
-                    self.wfile.write(body[sent:])
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/held.wav"
-
-    def __enter__(self) -> HeldMedia:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def admitted_sources() -> int:
-    """Sources the Downloader admits at once (``serve_config`` keeps local.yaml's): decoding plus queued."""
-    (downloader,) = [d for d in local_config()["applications"][0]["deployments"] if d["name"] == "Downloader"]
-    return downloader["max_ongoing_requests"] + downloader["max_queued_requests"]
-
-
-@pytest.mark.slow
-def test_overload_is_503_with_retry_after(service: Service, speech: dict[str, Path]) -> None:
-    """More sources at once than the Downloader admits (8 decoding, 32 queued in local.yaml): while the admitted
-    ones are held, those past the bound get 503 with Retry-After at once, rather than a queue without end, and
-    every admitted source is transcribed once it is released. Serve counts its queue loosely under a burst (it let
-    41 to 43 of these 48 in), so half the excess must be refused while the rest are held."""
-    admitted, excess = admitted_sources(), 16  # 56 in all: the Ingress itself admits 64
-
-    async def burst(media: HeldMedia) -> tuple[list[httpx.Response], list[httpx.Response]]:
-        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=admitted + excess)) as http:
-            requests = [asyncio.ensure_future(http.post(f"{service.url}/v1/audio/transcriptions",
-                                                        data={"url": media.url, "model": "whisper-1"}))
-                        for _ in range(admitted + excess)]
-            deadline = time.monotonic() + 120
-            while sum(r.done() for r in requests) < excess // 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-            answered_while_held = [r.result() for r in requests if r.done()]
-            media.released.set()
-            return answered_while_held, list(await asyncio.gather(*requests))
-
-    with HeldMedia(speech["cooking"].read_bytes()) as media:
-        early, responses = asyncio.run(burst(media))
-    assert len(early) >= excess // 2 and {r.status_code for r in early} == {503}, [(r.status_code, r.text[:200])
-                                                                                    for r in early]
-    for rejected in early:
-        assert rejected.headers["retry-after"] and rejected.json()["error"]["code"] == "overloaded", rejected.text
-    statuses = [r.status_code for r in responses]
-    assert set(statuses) == {200, 503} and statuses.count(200) <= admitted + excess // 2, statuses
-    for answer in (r for r in responses if r.status_code == 200):
-        assert "onions" in answer.json()["text"].lower(), answer.text
