@@ -40,10 +40,17 @@ def check_request(settings: TranscriberSettings, requested: str | None, language
 
 
 def unnamed(settings: TranscriberSettings, requested: str | None) -> str | None:
-    """What a source request (a file, a URL, a job) that names no model asks for: routing, when it is configured.
-    (A realtime session that names none keeps the default model: a detection per turn would cost a second on a CPU.)
-    """
+    """What a source request (a file, a URL, a job) that names no model asks for: routing, when it is configured."""
     return requested if requested is not None or settings.routing is None else settings.routing.name
+
+
+def unnamed_live(settings: TranscriberSettings, requested: str | None, language: str | None) -> str | None:
+    """What a realtime session that names no model asks for: the routed model of the language it gives, which needs
+    no detection, else the default (a detection per turn would cost a second on a CPU)."""
+    if requested is not None or language is None or settings.routing is None:
+        return requested
+    check_language(language)
+    return settings.routed(language)
 
 
 def resolved(settings: TranscriberSettings, options: TranscribeOptions) -> TranscribeOptions:

@@ -16,7 +16,7 @@ from typing import Any
 from deployments.diarization import diarized
 from deployments.errors import InvalidRequest, SourceFailed
 from deployments.handles import ServiceHandle
-from deployments.language_routing import check_request, resolved, unnamed
+from deployments.language_routing import check_request, resolved, unnamed, unnamed_live
 from deployments.schemas import (
     AudioEnd,
     Passage,
@@ -99,13 +99,13 @@ class TranscriptPipeline:
         return "asr"
 
     def check_model(self, requested: str | None, language: str | None = None) -> str:
-        """The configured model name (or the routed name) for a request, refused before any download when unknown
-        or unable to serve ``language``; naming no model means the default (a realtime session's rule)."""
-        return check_request(self.settings, requested, language)
+        """The configured model name for a realtime session, refused when unknown or unable to serve ``language``;
+        naming no model means the model routing gives ``language``, else the default."""
+        return check_request(self.settings, unnamed_live(self.settings, requested, language), language)
 
     def check_source_model(self, requested: str | None, language: str | None = None) -> str:
         """``check_model`` for a source (an upload, a URL, a job's item), where naming no model asks for routing."""
-        return self.check_model(unnamed(self.settings, requested), language)
+        return check_request(self.settings, unnamed(self.settings, requested), language)
 
     def models_for(self, requested: str | None, language: str | None) -> list[str]:
         """The models a source request's transcript may have come from: the routed name's, or the one it names."""

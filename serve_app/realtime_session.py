@@ -147,13 +147,14 @@ class TranscriptionSession:
     """A Realtime transcription session's state; ``receive`` takes each client message, ``send`` gets each reply."""
 
     def __init__(self, transcribe: Transcribe, send: Send, limits: SessionLimits, config: SessionConfig,
-                 check_model: Callable[[str | None], str] | None = None, partials: Slots | None = None) -> None:
+                 check_model: Callable[[str | None, str | None], str] | None = None,
+                 partials: Slots | None = None) -> None:
         self.transcribe, self.send, self.limits, self.config = transcribe, send, limits, config
         self.partials = partials
         """Partial decodings in flight across the replica's sessions: past the limit a delta waits its turn, so
         under load the decoders spend their time on committed turns (``completed``) rather than on deltas."""
         self.check_model = check_model
-        """Refuses a model the service does not serve (raising a ServiceError) when a session asks for it."""
+        """The model for a session's model and language, or a ServiceError when the service serves no such pair."""
         self.id = new_id("sess")
         self.beta = False
         self.pcm = LivePcm()
@@ -177,7 +178,9 @@ class TranscriptionSession:
     def model(self) -> str:
         """The configured name of the session's model (as requested when nothing checks it)."""
         requested = self.config.model
-        return self.check_model(requested) if self.check_model is not None else requested or "whisper-1"
+        if self.check_model is None:
+            return requested or "whisper-1"
+        return self.check_model(requested, self.config.language)
 
     @property
     def transcript_id(self) -> str | None:
@@ -218,9 +221,10 @@ class TranscriptionSession:
         before, config = self.config.turn_detection, self.config.updated(update)
         if self.check_model is not None:
             try:
-                self.check_model(config.model)
+                self.check_model(config.model, config.language)
             except ServiceError as error:
-                raise ProtocolError(error.message, error.code, "session.audio.input.transcription.model",
+                field = "language" if error.param == "language" else "model"
+                raise ProtocolError(error.message, error.code, f"session.audio.input.transcription.{field}",
                                     update.event_id) from None
         self.config = config
         if self.config.turn_detection != before:
@@ -384,7 +388,7 @@ class TranscriptionSession:
 
     def _options(self) -> TranscribeOptions:
         config = self.config
-        return TranscribeOptions(model=config.model, language=config.language, initial_prompt=config.prompt or None,
+        return TranscribeOptions(model=self.model, language=config.language, initial_prompt=config.prompt or None,
                                  timestamps=False)
 
     async def close(self) -> list[Segment]:

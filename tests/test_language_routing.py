@@ -75,3 +75,17 @@ def test_a_source_naming_no_model_is_routed_but_a_live_session_keeps_the_default
     assert pipeline.check_source_model(None) == "auto" and pipeline.check_model(None) == "tiny.en"
     assert pipeline.models_for(None, None) == ["tiny.en", BASE], "a job skips a source stored by either"
     assert pipeline.models_for("base", None) == [BASE]
+
+
+def test_a_live_session_giving_a_language_gets_that_languages_model_without_detection(
+        settings: TranscriberSettings) -> None:
+    """A realtime session is not routed by ear, but the language it gives picks its model as a source's does."""
+    pipeline = TranscriptPipeline(None, None, settings)
+    assert pipeline.check_model(None, "de") == BASE and pipeline.check_model(None, "en") == "tiny.en"
+    assert pipeline.check_model("whisper-1", "en") == "tiny.en", "a model named is kept"
+    with pytest.raises(InvalidRequest, match="model 'tiny.en' cannot transcribe language 'de'") as refused:
+        pipeline.check_model("whisper-1", "de")
+    assert refused.value.param == "language"
+    with pytest.raises(InvalidRequest, match="'xx'"):
+        pipeline.check_model(None, "xx")
+    assert TranscriptPipeline(None, None, TranscriberSettings()).check_model(None, "en") == "tiny.en"

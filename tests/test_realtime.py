@@ -16,7 +16,7 @@ import pytest
 import ray
 from openai import OpenAI
 
-from benchmarks.support.speech import missing_tools, realtime_pcm, speak, word_error_rate
+from benchmarks.support.speech import LANGUAGES, missing_tools, realtime_pcm, speak, word_error_rate
 from tests.conftest import Service, until
 from tests.test_faults import driver, replica_names, transcriber_stats  # noqa: F401 - driver is a fixture
 
@@ -115,6 +115,26 @@ def test_the_client_commits_in_the_beta_form_and_bad_messages_leave_the_session_
     assert not any(e["type"].startswith("input_audio_buffer.speech") for e in events)
     (completed,) = [e for e in events if e["type"] == f"{ITEM}.completed"]
     assert word_error_rate([TURNS[0][1]], [completed["transcript"]]) < WER_BOUND, completed["transcript"]
+
+
+def test_a_session_giving_a_language_is_decoded_by_that_languages_model(service: Service) -> None:
+    """No model and ``language: de``: German turns go to the multilingual model routing gives German (tiny.en would
+    hear English words); an English-only model named with it is refused, naming the language."""
+    voice, text = LANGUAGES["de"]
+    with client(service).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        assert connection.recv().type == "session.created"
+        connection.send({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+            "transcription": {"model": "whisper-1", "language": "de"}}}}})
+        refused = json.loads(connection.recv_bytes())["error"]
+        connection.send({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+            "transcription": {"language": "de"}, "turn_detection": None}}}})
+        assert connection.recv().type == "session.updated"
+        append_all(connection, realtime_pcm(speak(text, voice)))
+        connection.input_audio_buffer.commit()
+        (completed,) = [e for e in events_until(connection, f"{ITEM}.completed") if e["type"] == f"{ITEM}.completed"]
+    assert (refused["code"], refused["param"]) == ("unsupported_language", "session.audio.input.transcription.language")
+    assert "'tiny.en' cannot transcribe language 'de'" in refused["message"]
+    assert word_error_rate([text], [completed["transcript"]]) <= 0.35, completed["transcript"]
 
 
 @pytest.mark.usefixtures("driver")
