@@ -20,10 +20,10 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 
 class HeldMedia:
-    """A loopback media server whose downloads trickle a byte a second until ``release()``, then finish at once.
+    """A loopback media server whose downloads trickle a byte a second until ``released`` is set, then finish.
 
     Sources fetched from it hold their Downloader slots for as long as the test likes, at no cost in CPU, so that
-    what the graph admits is exactly its configured bound, whatever this machine's speed.
+    the bound alone decides what the graph admits, however fast this machine decodes.
     """
 
     def __init__(self, body: bytes) -> None:
