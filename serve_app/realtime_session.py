@@ -155,6 +155,9 @@ class TranscriptionSession:
         under load the decoders spend their time on committed turns (``completed``) rather than on deltas."""
         self.check_model = check_model
         """The model for a session's model and language, or a ServiceError when the service serves no such pair."""
+        self.model = self._checked(config)
+        """The configured name of the session's model, checked once per configuration (as requested when nothing
+        checks it)."""
         self.id = new_id("sess")
         self.beta = False
         self.pcm = LivePcm()
@@ -174,13 +177,11 @@ class TranscriptionSession:
         detection = self.config.turn_detection
         return None if detection is None else TurnDetector(detection.threshold, detection.silence_duration_ms)
 
-    @property
-    def model(self) -> str:
-        """The configured name of the session's model (as requested when nothing checks it)."""
-        requested = self.config.model
+    def _checked(self, config: SessionConfig) -> str:
+        """The configured name of ``config``'s model for its language; a ServiceError when it is not served."""
         if self.check_model is None:
-            return requested or "whisper-1"
-        return self.check_model(requested, self.config.language)
+            return config.model or "whisper-1"
+        return self.check_model(config.model, config.language)
 
     @property
     def transcript_id(self) -> str | None:
@@ -219,14 +220,13 @@ class TranscriptionSession:
     async def _update(self, update: SessionUpdate | BetaSessionUpdate) -> None:
         self.beta = isinstance(update, BetaSessionUpdate)
         before, config = self.config.turn_detection, self.config.updated(update)
-        if self.check_model is not None:
-            try:
-                self.check_model(config.model, config.language)
-            except ServiceError as error:
-                field = "language" if error.param == "language" else "model"
-                raise ProtocolError(error.message, error.code, f"session.audio.input.transcription.{field}",
-                                    update.event_id) from None
-        self.config = config
+        try:
+            model = self._checked(config)
+        except ServiceError as error:
+            field = "language" if error.param == "language" else "model"
+            raise ProtocolError(error.message, error.code, f"session.audio.input.transcription.{field}",
+                                update.event_id) from None
+        self.config, self.model = config, model
         if self.config.turn_detection != before:
             self.detector = self._detector()
         kind = "transcription_session.updated" if self.beta else "session.updated"
