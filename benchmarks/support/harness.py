@@ -30,7 +30,7 @@ LOCAL_RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
     # Ray 2.60 drains a node on SIGTERM for up to 30 s, so that a Kubernetes pod's proxies stop routing to it first;
-    # a cluster of this machine alone has nobody to drain for, and stopping one took 33 s instead of 1.
+    # a cluster of this machine alone has nobody to drain for, and stopping one took 33 s instead of 3.
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
 }
 """What every local cluster here runs with (the Makefile's settings for ``make serve`` as well as the drain)."""
