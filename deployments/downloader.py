@@ -132,10 +132,11 @@ class SourceResolver:
         if source != "asr":
             languages = [language, *self.settings.caption_languages] if language else self.settings.caption_languages
             try:
-                track_language, segments = fetch_captions(vid, languages, self.settings.youtube_base_url,
-                                                          self.settings.socket_timeout_s, translate_to=language)
-                return Resolved(key=source_identity(vid), url=canonical, duration=segments[-1].end, kind="captions",
-                                language=track_language, captions=segments), None
+                track = fetch_captions(vid, languages, self.settings.youtube_base_url, self.settings.socket_timeout_s,
+                                       translate_to=language)
+                return Resolved(key=source_identity(vid), url=canonical, duration=track.segments[-1].end,
+                                kind="captions", language=track.language, captions=track.segments,
+                                translated_from=track.translated_from), None
             except NoCaptions as error:
                 if source == "captions":
                     raise

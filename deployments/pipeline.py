@@ -234,6 +234,7 @@ class TranscriptPipeline:
             duration_s=round(result.duration, 3),
             source="captions" if resolved.kind == "captions" else "asr",
             language=result.language,
+            translated_from=resolved.translated_from,
             model=None if resolved.kind == "captions" else result.model,
             text=result.text,
             segments=_timed(result.segments),

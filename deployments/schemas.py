@@ -98,6 +98,8 @@ class Resolved(BaseModel):
     kind: Literal["captions", "audio"]
     language: str | None = None
     captions: list[Segment] | None = None
+    translated_from: str | None = None
+    """For captions YouTube machine-translated into ``language``: the language of the track they came from."""
 
 
 class AudioWindow(BaseModel):
@@ -212,6 +214,8 @@ class Transcript(BaseModel):
     duration_s: float
     source: Literal["captions", "asr"]
     language: str | None
+    translated_from: str | None = None
+    """Captions YouTube machine-translated into ``language`` name the track's own language here."""
     model: str | None
     text: str
     segments: list[TimedText]

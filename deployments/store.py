@@ -20,7 +20,7 @@ TRANSCRIPTS = "transcripts"
 CHUNKS = "chunks"
 JOBS = "jobs"
 ITEMS = "job_items"
-LISTED = ["key", "url", "title", "duration", "source", "language", "model", "created_at"]
+LISTED = ["key", "url", "title", "duration", "source", "language", "translated_from", "model", "created_at"]
 """The columns of a transcript in a listing (its text and segments are read only when it is asked for)."""
 HIDDEN_PASSAGE_COLUMNS = frozenset({"chunk_id", "key", "vector"})
 
@@ -39,7 +39,7 @@ def _schemas(dimension: int) -> dict[str, pa.Schema]:
     return {
         TRANSCRIPTS: pa.schema([("key", text), ("source_key", text), ("url", text), ("title", text),
                                 ("duration", number), ("source", text), ("language", text), ("model", text),
-                                ("text", text), ("segments", text), ("created_at", text)]),
+                                ("text", text), ("segments", text), ("created_at", text), ("translated_from", text)]),
         CHUNKS: pa.schema([("chunk_id", text), ("key", text), ("start", number), ("end", number), ("text", text),
                            ("vector", pa.list_(pa.float32(), dimension)), ("speaker", text)]),
         JOBS: pa.schema([("job_id", text), ("created_at", text), ("finished_at", text), ("request", text)]),
@@ -71,7 +71,8 @@ def transcript_record(response: Any) -> dict[str, Any]:
     """A transcript row from a transcript answer (``TranscriptResponse``: id, url, title, text, segments…)."""
     return {"key": transcript_key(response.id, response.model), "source_key": response.id, "url": response.url,
             "title": response.title, "duration": response.duration_s, "source": response.source,
-            "language": response.language, "model": response.model or "captions", "text": response.text,
+            "language": response.language, "translated_from": response.translated_from,
+            "model": response.model or "captions", "text": response.text,
             "segments": [s.model_dump() for s in response.segments]}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 import requests
@@ -80,21 +80,30 @@ _BLOCK_CODES = {"RequestBlocked": "bot_check", "IpBlocked": "bot_check", "AgeRes
                 "PoTokenRequired": "po_token_required"}
 
 
+class CaptionTrack(NamedTuple):
+    """A video's captions: their language, their timed segments, and the language of the track YouTube
+    machine-translated them from (None for a track in its own language)."""
+
+    language: str
+    segments: list[Segment]
+    translated_from: str | None = None
+
+
 def fetch_captions(
     vid: str, languages: list[str], base_url: str = YOUTUBE_ORIGIN, timeout_s: float = 20.0,
     translate_to: str | None = None,
-) -> tuple[str, list[Segment]]:
+) -> CaptionTrack:
     """The best caption track: manual before auto-generated, in the order of ``languages``; with ``translate_to``
     (the language a viewer asked for), YouTube's own translation into it ranks after that language's own tracks.
 
-    Returns the track's language code and its timed segments; failures become typed errors.
+    Failures become typed errors.
     """
     from youtube_transcript_api import YouTubeTranscriptApi
     from youtube_transcript_api import _errors as yta
 
     try:
         listing = YouTubeTranscriptApi(http_client=RebasedSession(base_url, timeout_s)).list(vid)
-        track = _best_track(listing, languages, translate_to)
+        track, translated_from = _best_track(listing, languages, translate_to)
         if track is None:
             raise NoCaptions(f"video {vid} has no captions in {languages}", param="url")
         fetched = track.fetch()
@@ -120,16 +129,22 @@ def fetch_captions(
     ]
     if not segments:
         raise NoCaptions(f"the caption track of {vid} is empty", param="url")
-    return fetched.language_code, segments
+    return CaptionTrack(fetched.language_code, segments, translated_from)
 
 
-def _best_track(listing: TranscriptList, languages: list[str], translate_to: str | None) -> Transcript | None:
+def _best_track(listing: TranscriptList, languages: list[str],
+                translate_to: str | None) -> tuple[Transcript | None, str | None]:
     """With a language asked for (``translate_to``): its own tracks, then YouTube's translation into it, then tracks
-    in the other ``languages``; without: tracks in ``languages``' order. Manual before generated; None: no track."""
+    in the other ``languages``; without: tracks in ``languages``' order. Manual before generated; None: no track.
+
+    The second value is the language a translated track was translated from (None for a track of its own)."""
     first = [translate_to] if translate_to else languages
     rest = [code for code in languages if code not in first]
-    return (_own_track(listing, first) or (_translated(listing, translate_to) if translate_to else None)
-            or (_own_track(listing, rest) if rest else None))
+    if own := _own_track(listing, first):
+        return own, None
+    if translate_to and (original := _translatable(listing, translate_to)):
+        return original.translate(translate_to), original.language_code
+    return (_own_track(listing, rest) if rest else None), None
 
 
 def _own_track(listing: TranscriptList, languages: list[str]) -> Transcript | None:
@@ -142,7 +157,6 @@ def _own_track(listing: TranscriptList, languages: list[str]) -> Transcript | No
     return None
 
 
-def _translated(listing: TranscriptList, language: str) -> Transcript | None:
-    """YouTube's translation into ``language`` of the first track (manual ones first) it translates; None: none."""
-    track = next((each for each in listing if language in {t.language_code for t in each.translation_languages}), None)
-    return None if track is None else track.translate(language)
+def _translatable(listing: TranscriptList, language: str) -> Transcript | None:
+    """The first track (manual ones first) YouTube translates into ``language``; None: none."""
+    return next((each for each in listing if language in {t.language_code for t in each.translation_languages}), None)

@@ -133,8 +133,9 @@ def test_a_captioned_video_keeps_youtubes_english_translation_of_its_captions_wi
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["source"], body["language"], body["text"]) == ("captions", "de", " ".join(t for *_, t in GERMAN))
+    assert body["translated_from"] is None
     english = body["translation"]
-    assert (english["source"], english["language"]) == ("captions", "en"), english
+    assert (english["source"], english["language"], english["translated_from"]) == ("captions", "en", "de"), english
     assert english["text"] == " ".join(t for *_, t in TRANSLATED)
     assert english["transcript_id"].startswith(f"youtube:{GERMAN_ID}+en")
     asked = [r for r in fake_youtube.requests if GERMAN_ID in r]
@@ -142,3 +143,7 @@ def test_a_captioned_video_keeps_youtubes_english_translation_of_its_captions_wi
     srt = httpx.get(f"{service.url}/v1/transcripts/{english['transcript_id']}",
                     params={"response_format": "srt"}, timeout=30).text
     assert "00:00:03,000 --> 00:00:05,500" in srt and "The sun warms the sea." in srt
+    stored = httpx.get(f"{service.url}/v1/transcripts/{english['transcript_id']}", timeout=30).json()
+    assert stored["translated_from"] == "de", "the store keeps that YouTube translated it"
+    listed = httpx.get(f"{service.url}/v1/transcripts", params={"limit": 500}, timeout=30).json()["data"]
+    assert {row["key"]: row["translated_from"] for row in listed}[english["transcript_id"]] == "de"

@@ -42,7 +42,8 @@ def test_pages_are_newest_first_and_count_every_transcript(store: TranscriptStor
     assert sorted(listed) == sorted(keys) and len(listed) == 7
     stamps = [row["created_at"] for row in first + rest]
     assert stamps == sorted(stamps, reverse=True)
-    assert set(first[0]) == {"key", "url", "title", "duration", "source", "language", "model", "created_at"}
+    assert set(first[0]) == {"key", "url", "title", "duration", "source", "language", "translated_from", "model",
+                            "created_at"}
     assert store.list_transcripts(7, 3) == (7, [])
 
 

@@ -33,8 +33,8 @@ def test_other_sources_are_not_youtube(source: str) -> None:
 
 
 def test_manual_captions_become_timed_segments(fake_youtube: FakeYouTube) -> None:
-    language, segments = fetch_captions(CAPTIONED_ID, ["en"], fake_youtube.base_url)
-    assert language == "en"
+    language, segments, translated_from = fetch_captions(CAPTIONED_ID, ["en"], fake_youtube.base_url)
+    assert (language, translated_from) == ("en", None)
     assert [(s.start, s.end) for s in segments] == [(0.0, 3.2), (3.2, pytest.approx(6.1))]
     assert segments[1].text == "more than one hundred years ago."
 
@@ -43,17 +43,18 @@ def test_manual_captions_are_preferred_to_generated_ones() -> None:
     with FakeYouTube() as fake:
         fake.videos["bothKinds01"] = FakeVideo("both", captions=[(0, 1, "manual words")],
                                                auto_captions=[(0, 1, "generated words")])
-        assert fetch_captions("bothKinds01", ["en"], fake.base_url)[1][0].text == "manual words"
+        assert fetch_captions("bothKinds01", ["en"], fake.base_url).segments[0].text == "manual words"
 
 
 def test_generated_captions_are_used_when_there_are_no_manual_ones(fake_youtube: FakeYouTube) -> None:
-    assert fetch_captions(GENERATED_ID, ["en"], fake_youtube.base_url)[1][0].text == "cut the onions and the carrots"
+    track = fetch_captions(GENERATED_ID, ["en"], fake_youtube.base_url)
+    assert track.segments[0].text == "cut the onions and the carrots"
 
 
 def test_language_preference_is_respected(fake_youtube: FakeYouTube) -> None:
     with pytest.raises(NoCaptions):
         fetch_captions(GENERATED_ID, ["de"], fake_youtube.base_url)
-    assert fetch_captions(GENERATED_ID, ["de", "en"], fake_youtube.base_url)[0] == "en"
+    assert fetch_captions(GENERATED_ID, ["de", "en"], fake_youtube.base_url).language == "en"
 
 
 GERMAN = [(0.0, 3.0, "Wasser fällt als Regen vom Himmel."), (3.0, 2.5, "Die Sonne wärmt das Meer.")]
@@ -69,16 +70,20 @@ def test_a_language_asked_for_takes_youtubes_translation_when_no_track_is_in_it(
                                                translations={"fr": [(0, 1, "la traduction")]})
         with pytest.raises(NoCaptions):  # no language asked for: no translation stands in for the original
             fetch_captions("germanOnly1", ["en"], fake.base_url)
-        language, segments = fetch_captions("germanOnly1", ["en"], fake.base_url, translate_to="en")
-        assert language == "en" and [s.text for s in segments] == [line for _, _, line in TRANSLATED]
+        translated = fetch_captions("germanOnly1", ["en"], fake.base_url, translate_to="en")
+        assert (translated.language, translated.translated_from) == ("en", "de"), "marked as YouTube's translation"
+        assert [s.text for s in translated.segments] == [line for _, _, line in TRANSLATED]
         assert any("tlang=en" in request for request in fake.requests)
-        assert fetch_captions("germanOnly1", ["de", "en"], fake.base_url, translate_to="de")[0] == "de"
+        own = fetch_captions("germanOnly1", ["de", "en"], fake.base_url, translate_to="de")
+        assert (own.language, own.translated_from) == ("de", None)
         with pytest.raises(NoCaptions):  # a track YouTube does not translate
             fetch_captions("notTransl01", ["en"], fake.base_url, translate_to="en")
         english = fetch_captions("bothTracks1", ["en"], fake.base_url, translate_to="en")
-        assert english[1][0].text == "the English track", "a track in the language comes before a translation"
+        assert english.segments[0].text == "the English track", "a track in the language comes before a translation"
+        assert english.translated_from is None
         french = fetch_captions("bothTracks1", ["fr", "en"], fake.base_url, translate_to="fr")
-        assert french[0] == "fr" and french[1][0].text == "la traduction", "the language asked for comes first"
+        assert french.segments[0].text == "la traduction", "the language asked for comes first"
+        assert (french.language, french.translated_from) == ("fr", "en")
 
 
 def test_failures_are_typed(fake_youtube: FakeYouTube) -> None:

@@ -244,7 +244,9 @@ function onDrop(event) {
 // ---- Library --------------------------------------------------------------------------------------
 
 function origin(row) {
-  if (row.source === "captions") return "captions";
+  if (row.source === "captions") {
+    return row.translated_from ? `YouTube's machine translation of the ${row.translated_from} captions` : "captions";
+  }
   return row.model ? `speech recognition (${row.model})` : "speech recognition";
 }
 
