@@ -46,9 +46,11 @@ def unnamed(settings: TranscriberSettings, requested: str | None) -> str | None:
 
 def unnamed_live(settings: TranscriberSettings, requested: str | None, language: str | None) -> str | None:
     """What a realtime session that names no model asks for: the routed model of the language it gives, which needs
-    no detection, else the default (a detection per turn would cost a second on a CPU)."""
-    if requested is not None or language is None or settings.routing is None:
+    no detection, else the routed name (the session's first turn is detected, and picks the model of the rest)."""
+    if requested is not None or settings.routing is None:
         return requested
+    if language is None:
+        return settings.routing.name
     return settings.routed(language)  # an unknown code routes nowhere, and check_request refuses it
 
 

@@ -100,7 +100,7 @@ class TranscriptPipeline:
 
     def check_model(self, requested: str | None, language: str | None = None) -> str:
         """The configured model name for a realtime session, refused when unknown or unable to serve ``language``;
-        naming no model means the model routing gives ``language``, else the default."""
+        naming no model means the model routing gives ``language``, else the routed name (``unnamed_live``)."""
         return check_request(self.settings, unnamed_live(self.settings, requested, language), language)
 
     def check_source_model(self, requested: str | None, language: str | None = None) -> str:

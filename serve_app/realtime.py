@@ -115,7 +115,7 @@ async def realtime(websocket: WebSocket, intent: str | None = None, store: bool 
     try:
         session = TranscriptionSession(live_decoder(graph), socket.send, limits(settings), SessionConfig(store=store),
                                        check_model=graph.pipeline.check_model,
-                                       partials=websocket.app.state.realtime_partials)
+                                       partials=websocket.app.state.realtime_partials, routed=routed_name(graph))
         await session.start()
         reason = await relay(websocket, session, settings)
         if reason is not None:
@@ -127,6 +127,12 @@ async def realtime(websocket: WebSocket, intent: str | None = None, store: bool 
     finally:
         websocket.app.state.realtime_slots.give_back()
         await socket.close(CLOSE_NORMAL, "session over")
+
+
+def routed_name(graph: Graph) -> str | None:
+    """The transcriber's routed name, when it routes: what a session naming no model decodes with."""
+    routing = graph.settings.transcriber.routing
+    return None if routing is None else routing.name
 
 
 def limits(settings: RealtimeSettings) -> SessionLimits:
@@ -157,7 +163,7 @@ async def keep(graph: Graph, session: TranscriptionSession, segments: list[Segme
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     transcript = Transcript(
         id=f"realtime:{session.id}", url=None, title=f"Realtime session {started}",
-        duration_s=round(session.heard / SAMPLE_RATE, 3), source="asr", language=session.config.language or "en",
+        duration_s=round(session.heard / SAMPLE_RATE, 3), source="asr", language=session.language,
         model=session.model, text=" ".join(s.text for s in segments), segments=timed,
         chunks=[TimedText(start=p.start, end=p.end, text=p.text) for p in passages],
         embedding_dim=len(passages[0].vector or []) if passages else None)

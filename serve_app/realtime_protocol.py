@@ -167,9 +167,11 @@ class SessionConfig:
         store = event.session.store
         return config if store is None else replace(config, store=store)
 
-    def describe(self, session_id: str, beta: bool) -> dict[str, Any]:
-        """The session object of ``session.created``/``updated``, in the form (current or beta) the client spoke."""
-        transcription = {"model": self.model or "whisper-1", "language": self.language, "prompt": self.prompt or ""}
+    def describe(self, session_id: str, beta: bool, chosen: str | None = None) -> dict[str, Any]:
+        """The session object of ``session.created``/``updated``, in the form (current or beta) the client spoke;
+        ``chosen``: the model the service decodes with when the client names none."""
+        model = self.model or chosen or "whisper-1"
+        transcription = {"model": model, "language": self.language, "prompt": self.prompt or ""}
         detection = None if self.turn_detection is None else self.turn_detection.model_dump()
         if beta:
             return {"id": session_id, "object": "realtime.transcription_session", "input_audio_format": "pcm16",

@@ -148,13 +148,16 @@ class TranscriptionSession:
 
     def __init__(self, transcribe: Transcribe, send: Send, limits: SessionLimits, config: SessionConfig,
                  check_model: Callable[[str | None, str | None], str] | None = None,
-                 partials: Slots | None = None) -> None:
+                 partials: Slots | None = None, routed: str | None = None) -> None:
         self.transcribe, self.send, self.limits, self.config = transcribe, send, limits, config
         self.partials = partials
         """Partial decodings in flight across the replica's sessions: past the limit a delta waits its turn, so
         under load the decoders spend their time on committed turns (``completed``) rather than on deltas."""
         self.check_model = check_model
         """The model for a session's model and language, or a ServiceError when the service serves no such pair."""
+        self.routed = routed
+        """The routed name (``transcriber.routing.name``): a session naming no model has its first turn's language
+        detected and keeps the model that language picks (``_choosing``); one naming it routes every turn."""
         self.model = self._checked(config)
         """The configured name of the session's model, checked once per configuration (as requested when nothing
         checks it)."""
@@ -172,6 +175,8 @@ class TranscriptionSession:
         """The latest decoding of the growing turn (on a timer or at a pause)."""
         self._finals: set[asyncio.Task[None]] = set()
         self._last_final: asyncio.Task[None] | None = None
+        self.languages: dict[str, float] = {}
+        """Seconds of completed turns heard in each language."""
 
     def _detector(self) -> TurnDetector | None:
         detection = self.config.turn_detection
@@ -188,8 +193,14 @@ class TranscriptionSession:
         """Where the store keeps this session's transcript at close, when it does (``store: true``)."""
         return transcript_key(f"realtime:{self.id}", self.model) if self.config.store else None
 
+    @property
+    def language(self) -> str | None:
+        """The session's language: the one it gives, else the one most of its completed turns were heard in."""
+        heard = max(self.languages, key=self.languages.__getitem__, default=None)
+        return self.config.language or heard
+
     def _described(self) -> dict[str, Any]:
-        return {**self.config.describe(self.id, self.beta), "transcript_id": self.transcript_id}
+        return {**self.config.describe(self.id, self.beta, self.model), "transcript_id": self.transcript_id}
 
     async def start(self) -> None:
         await self.send(event("session.created", session=self._described()))
@@ -318,16 +329,33 @@ class TranscriptionSession:
         await _after(before)
         seconds = samples.size / SAMPLE_RATE
         text = result.text.strip()
+        if self._choosing and result.model != self.routed:
+            await self._chosen(result.model)
         if text:
+            self.languages[result.language] = self.languages.get(result.language, 0.0) + seconds
             self.segments.append(Segment(start=round(start / SAMPLE_RATE, 3),
                                          end=round(start / SAMPLE_RATE + seconds, 3), text=text))
         await self.send(event(f"{ITEM_EVENT}.completed", item_id=item_id, content_index=0, transcript=text,
                               usage={"type": "duration", "seconds": round(seconds, 3)}))
 
+    @property
+    def _choosing(self) -> bool:
+        """Whether the session named no model and its first turn has not picked one yet."""
+        return self.config.model is None and self.model == self.routed
+
+    async def _chosen(self, model: str) -> None:
+        """The model routing chose from the first turn's language, kept for the session's other turns; a
+        ``session.updated`` names it (and the ``transcript_id`` the store will keep the session under)."""
+        self.model = model
+        kind = "transcription_session.updated" if self.beta else "session.updated"
+        await self.send(event(kind, session=self._described()))
+
     def _maybe_decode_partial(self) -> None:
         """Decode the growing turn again when ``delta_interval_s`` of audio came since the last decoding, unless
-        it is in a pause, one of this session's turns is still being decoded or the replica's partials are all
-        taken."""
+        it is in a pause, one of this session's turns is still being decoded, the replica's partials are all
+        taken, or the session's model is not chosen yet (a delta would pay a language detection)."""
+        if self._choosing:
+            return
         detector = self.detector
         speaking = detector.speaking and detector.silent_since is None if detector is not None else self.turn.held > 0
         interval = self.limits.delta_interval_s * SAMPLE_RATE

@@ -70,16 +70,17 @@ def test_routing_must_name_served_models_and_a_detector_that_can_detect() -> Non
     assert routed.resolve("whisper-1") == "auto", "an alias may point at the routed name"
 
 
-def test_a_source_naming_no_model_is_routed_but_a_live_session_keeps_the_default(settings: TranscriberSettings) -> None:
+def test_a_source_or_a_live_session_naming_no_model_is_routed(settings: TranscriberSettings) -> None:
     pipeline = TranscriptPipeline(None, None, settings)  # the checks touch no deployment
-    assert pipeline.check_source_model(None) == "auto" and pipeline.check_model(None) == "tiny.en"
+    assert pipeline.check_source_model(None) == "auto" and pipeline.check_model(None) == "auto"
+    assert TranscriptPipeline(None, None, TranscriberSettings()).check_model(None) == "tiny.en", "no routing"
     assert pipeline.models_for(None, None) == ["tiny.en", BASE], "a job skips a source stored by either"
     assert pipeline.models_for("base", None) == [BASE]
 
 
 def test_a_live_session_giving_a_language_gets_that_languages_model_without_detection(
         settings: TranscriberSettings) -> None:
-    """A realtime session is not routed by ear, but the language it gives picks its model as a source's does."""
+    """The language a realtime session gives picks its model as a source's does, with no detection."""
     pipeline = TranscriptPipeline(None, None, settings)
     assert pipeline.check_model(None, "de") == BASE and pipeline.check_model(None, "en") == "tiny.en"
     assert pipeline.check_model("whisper-1", "en") == "tiny.en", "a model named is kept"

@@ -76,8 +76,9 @@ def test_server_vad_turns_arrive_as_events_and_the_transcript_is_kept(service: S
     completed = [e for e in events if e["type"] == f"{ITEM}.completed"]
     for (_, text), event in zip(TURNS, completed, strict=True):
         assert word_error_rate([text], [event["transcript"]]) < WER_BOUND, event["transcript"]
-    transcript_id = created["session"]["transcript_id"]
-    assert transcript_id and transcript_id.startswith("realtime:")
+    updated = next(e for e in events if e["type"] == "session.updated")
+    transcript_id = updated["session"]["transcript_id"]  # the model named decides it: whisper-1 is tiny.en here
+    assert transcript_id == f"realtime:{created['session']['id']}|tiny.en", transcript_id
 
     def stored() -> dict[str, Any] | None:
         found = httpx.get(f"{service.url}/v1/transcripts/{transcript_id}", timeout=30)
@@ -137,6 +138,30 @@ def test_a_session_giving_a_language_is_decoded_by_that_languages_model(service:
     assert word_error_rate([text], [completed["transcript"]]) <= 0.35, completed["transcript"]
 
 
+def test_a_session_naming_neither_model_nor_language_is_routed_by_its_first_turn(service: Service) -> None:
+    """Nothing named, as the page's live captions: the first turn's language (German) picks the multilingual model,
+    which a ``session.updated`` names once; the next turn is decoded by it too (tests/test_realtime_session.py
+    shows it is asked for by name, not detected again)."""
+    voice, text = LANGUAGES["de"]
+    german = realtime_pcm(speak(text, voice))
+    with client(service).realtime.connect(extra_query={"intent": "transcription"}) as connection:
+        assert connection.recv().type == "session.created"
+        connection.send({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+            "turn_detection": None}}}})
+        updated = connection.recv().model_dump()
+        transcripts, models = [], [updated["session"]["audio"]["input"]["transcription"]["model"]]
+        for _ in range(2):
+            append_all(connection, german)
+            connection.input_audio_buffer.commit()
+            for event in events_until(connection, f"{ITEM}.completed"):
+                if event["type"] == "session.updated":
+                    models.append(event["session"]["audio"]["input"]["transcription"]["model"])
+                elif event["type"] == f"{ITEM}.completed":
+                    transcripts.append(event["transcript"])
+    assert models == ["auto", "Systran/faster-whisper-base"], models
+    assert all(word_error_rate([text], [said]) <= 0.35 for said in transcripts), transcripts
+
+
 @pytest.mark.usefixtures("driver")
 def test_turns_on_a_lost_transcriber_replica_fail_and_the_session_goes_on(service: Service,
                                                                          turns_pcm: list[bytes]) -> None:
@@ -144,7 +169,7 @@ def test_turns_on_a_lost_transcriber_replica_fail_and_the_session_goes_on(servic
     long_turn = b"".join(turns_pcm * 3)  # about 25 s; four of them keep the replica busy for seconds
     with client(service).realtime.connect(extra_query={"intent": "transcription"}) as connection:
         connection.send({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
-            "turn_detection": None}}}})
+            "transcription": {"model": "whisper-1"}, "turn_detection": None}}}})
         for _ in range(LOST_TURNS):
             append_all(connection, long_turn)
             connection.input_audio_buffer.commit()

@@ -271,6 +271,54 @@ def test_deltas_send_what_two_decodings_agree_on_and_never_take_it_back() -> Non
     assert completed["transcript"] == "the cat sat on the mat", "the last partial covered the turn: no new decoding"
 
 
+class Routing:
+    """A decoder that routes as the Transcriber does: the routed name is decoded by base, heard as German."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str | None, bool]] = []
+
+    async def __call__(self, samples: np.ndarray, options: TranscribeOptions, committed: bool) -> Transcription:
+        self.asked.append((options.model, committed))
+        model = "Systran/faster-whisper-base" if options.model == "auto" else options.model
+        return Transcription(model=model or "tiny.en", language="de", duration=samples.size / 16000,
+                             text="das Wasser fällt", segments=[])
+
+
+def test_a_session_naming_no_model_keeps_the_model_its_first_turn_was_routed_to() -> None:
+    """No deltas before the first turn (each would pay a detection); that turn picks the model, a
+    ``session.updated`` names it, and the later turns and their deltas go to it directly."""
+    sent, routing = Recorder(), Routing()
+    session = TranscriptionSession(routing, sent, SessionLimits(delta_interval_s=0.1),
+                                   SessionConfig(turn_detection=None), check_model=lambda model, _: model or "auto",
+                                   routed="auto")
+
+    async def turn() -> None:
+        for _ in range(5):
+            await session.receive(append(b"\1\0" * 2400))
+            while session._decoding():
+                await asyncio.sleep(0)  # a partial decoding runs (turns of the event loop, not time)
+        await session.receive('{"type": "input_audio_buffer.commit"}')
+        while session._finals:
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        await session.start()
+        await turn()
+        await turn()
+        await session.close()
+
+    asyncio.run(scenario())
+    first_commit = routing.asked.index(("auto", True))
+    assert first_commit == 0, f"no partial was decoded before the first turn: {routing.asked}"
+    assert all(model == "Systran/faster-whisper-base" for model, _ in routing.asked[1:]), routing.asked
+    assert any(not committed for _, committed in routing.asked[1:]), "the second turn has its deltas"
+    (created,) = sent.of("session.created")
+    (updated,) = sent.of("session.updated")
+    assert created["session"]["audio"]["input"]["transcription"]["model"] == "auto"
+    assert updated["session"]["audio"]["input"]["transcription"]["model"] == "Systran/faster-whisper-base"
+    assert session.language == "de", "the language the turns were heard in"
+
+
 def test_a_failed_turn_is_reported_and_the_next_one_completes() -> None:
     sent = Recorder()
     session = TranscriptionSession(Scripted([None, "second turn"]), sent, SessionLimits(delta_interval_s=60),

@@ -458,7 +458,9 @@ function captionLine(itemId) {
 
 /** A server event: deltas grow a grey line, ``completed`` settles it, failures and errors are said in words. */
 function onLiveEvent(event) {
-  if (event.type === "session.created") live.transcriptId = event.session.transcript_id;
+  if (event.type === "session.created" || event.type === "session.updated") {
+    live.transcriptId = event.session.transcript_id;  // updated too once the first turn has picked the model
+  }
   else if (event.type === "input_audio_buffer.speech_started") live.speaking = true;
   else if (event.type === "input_audio_buffer.speech_stopped") live.speaking = false;
   else if (event.type === "input_audio_buffer.committed") live.awaited.add(event.item_id);
