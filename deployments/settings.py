@@ -73,6 +73,10 @@ class RoutingSettings(Section):
         "source", description="Detect once, on a source's first window, and decode all of it with that model; or "
                               "detect and route each window (a talk that changes language; an encoder pass more each).",
     )
+    detect_context_s: float = Field(
+        30.0, ge=5, le=30, description="Seconds of a window the detector hears, encoded at that length: Whisper's "
+                                       "30 s, or less for an encoder pass that much cheaper (local.yaml: 15 s).",
+    )
 
 
 class TranscriberSettings(Section):

@@ -156,7 +156,8 @@ class WhisperEngine:
         clock = Clock(record)
         detector = self.settings.routing.detector
         _, model = self.model_for(detector)
-        language = detect_language(model, samples, self.settings.languages.get(detector, []))
+        language = detect_language(model, samples, self.settings.languages.get(detector, []),
+                                   self.settings.routing.detect_context_s)
         clock.lap("detect_language")
         return language
 

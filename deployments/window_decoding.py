@@ -160,13 +160,16 @@ def _fixed_language(model: WhisperModel, served: Sequence[str]) -> str | None:
     return None
 
 
-def detect_language(model: WhisperModel, window: np.ndarray, served: Sequence[str] = ()) -> str:
-    """The likeliest language (of ``served``, any when empty) of one window, by one encoder pass and one decoder step
-    of a multilingual model: how a routed request's model is chosen before its windows are decoded. An English-only
-    model, or one served for one language, hears that language without a pass (as faster-whisper does)."""
+def detect_language(model: WhisperModel, window: np.ndarray, served: Sequence[str] = (),
+                    context_s: float = WHISPER_CONTEXT_S) -> str:
+    """The likeliest language (of ``served``, any when empty) of one window's first ``context_s`` seconds, by one
+    encoder pass of that length and one decoder step of a multilingual model: how a routed request's model is chosen
+    before its windows are decoded. An English-only model, or one served for one language, hears that language
+    without a pass (as faster-whisper does)."""
     if (fixed := _fixed_language(model, served)) is not None:
         return fixed
-    encoded = model.encode(_features(model, window, context_frames(len(window), None))[None])
+    frames = int(context_s * FRAMES_PER_SECOND)
+    encoded = model.encode(_features(model, window[:int(context_s * SAMPLE_RATE)], frames)[None])
     return likeliest_language(model.model.detect_language(encoded)[0], served)
 
 
