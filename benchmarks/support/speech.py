@@ -234,6 +234,23 @@ def word_error_rate(reference: str | list[str], hypothesis: str | list[str]) -> 
     return jiwer.wer(reference, hypothesis, reference_transform=normalise, hypothesis_transform=normalise)
 
 
+UNSPACED = frozenset({"ja", "zh", "th", "lo", "km", "my"})
+"""Languages written without spaces between words: their error rate is counted in characters."""
+
+
+def error_rate(language: str, reference: str, hypothesis: str) -> float:
+    """WER, or for a language written without spaces (``UNSPACED``) the character error rate, punctuation and
+    spaces dropped on both sides (a Japanese sentence is one "word" to a WER)."""
+    if language not in UNSPACED:
+        return word_error_rate(reference, hypothesis)
+    import jiwer
+
+    def characters(text: str) -> str:
+        return "".join(c for c in text if c.isalnum())
+
+    return jiwer.cer(characters(reference), characters(hypothesis))
+
+
 SpeakerTime = tuple[float, float, str]
 """(start, end, speaker): a stretch of time and who spoke in it."""
 
