@@ -231,8 +231,9 @@ class TranscriptionSession:
     async def _update(self, update: SessionUpdate | BetaSessionUpdate) -> None:
         self.beta = isinstance(update, BetaSessionUpdate)
         before, config = self.config.turn_detection, self.config.updated(update)
+        same = (config.model, config.language) == (self.config.model, self.config.language)
         try:
-            model = self._checked(config)
+            model = self.model if same else self._checked(config)  # a model a first turn chose stays chosen
         except ServiceError as error:
             field = "language" if error.param == "language" else "model"
             raise ProtocolError(error.message, error.code, f"session.audio.input.transcription.{field}",

@@ -304,6 +304,8 @@ def test_a_session_naming_no_model_keeps_the_model_its_first_turn_was_routed_to(
     async def scenario() -> None:
         await session.start()
         await turn()
+        await session.receive('{"type": "session.update", "session": {"type": "transcription", "audio": {"input": '
+                              '{"turn_detection": null}}}}')  # changes no model or language: the choice stays
         await turn()
         await session.close()
 
@@ -313,9 +315,9 @@ def test_a_session_naming_no_model_keeps_the_model_its_first_turn_was_routed_to(
     assert all(model == "Systran/faster-whisper-base" for model, _ in routing.asked[1:]), routing.asked
     assert any(not committed for _, committed in routing.asked[1:]), "the second turn has its deltas"
     (created,) = sent.of("session.created")
-    (updated,) = sent.of("session.updated")
     assert created["session"]["audio"]["input"]["transcription"]["model"] == "auto"
-    assert updated["session"]["audio"]["input"]["transcription"]["model"] == "Systran/faster-whisper-base"
+    models = [e["session"]["audio"]["input"]["transcription"]["model"] for e in sent.of("session.updated")]
+    assert models == ["Systran/faster-whisper-base"] * 2, "named when chosen, and kept by a later update"
     assert session.language == "de", "the language the turns were heard in"
 
 
