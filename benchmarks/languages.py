@@ -9,10 +9,10 @@ replicas run), on:
 
 1. real recordings with the exact text said (``benchmarks.support.real_speech.SPOKEN``: Spanish, Swedish and
    Japanese read by volunteers, English read and spontaneous), and each language of
-   ``benchmarks.support.speech.LANGUAGES`` read by one or two made voices (espeak-ng's, festival's Italian and
-   Russian), each sent with no model and no language: the language the detector heard, the model routing chose,
-   the error rate (characters for Japanese), and the detection's time (one encoder pass of the detector on the
-   source's first window);
+   ``benchmarks.support.speech.LANGUAGES`` read by two or three made voices (SVOX Pico's, espeak-ng's,
+   festival's Italian and Russian), each sent with no model and no language: the language the detector heard, the
+   model routing chose, the error rate (characters for Japanese), and the detection's time (one encoder pass of
+   the detector on the source's first window);
 2. English, real and made (flite's and festival's voices, not espeak-ng), decoded by tiny.en and by base named
    explicitly: WER and audio hours per hour of each, the reason English is routed to tiny.en.
 
@@ -41,10 +41,12 @@ from deployments.settings import TranscriberSettings
 from deployments.transcriber import WhisperEngine
 from deployments.window_decoding import detect_language
 
-VOICES = {"en": ["espeak-ng:en", "flite:slt"], "de": ["espeak-ng:de", "espeak-ng:de+m3"],
-          "es": ["espeak-ng:es", "espeak-ng:es-419"], "fr": ["espeak-ng:fr", "espeak-ng:fr-be"],
-          "it": ["festival:lp_diphone", "festival:pc_diphone"], "ru": ["festival:msu_ru_nsh_clunits", "espeak-ng:ru"]}
-"""Who reads each language's text; a quick run takes the first voice of each."""
+VOICES = {"en": ["espeak-ng:en", "flite:slt"], "de": ["pico:de-DE", "espeak-ng:de", "espeak-ng:de+m3"],
+          "es": ["pico:es-ES", "espeak-ng:es", "espeak-ng:es-419"],
+          "fr": ["pico:fr-FR", "espeak-ng:fr", "espeak-ng:fr-be"],
+          "it": ["festival:lp_diphone", "festival:pc_diphone", "pico:it-IT"],
+          "ru": ["festival:msu_ru_nsh_clunits", "espeak-ng:ru"]}
+"""Who reads each language's text (SVOX Pico, espeak-ng, festival); a quick run takes the first voice of each."""
 ENGLISH_PASSAGES = {"45s": 45.0}
 
 
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("benchmarks.languages", __doc__)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    if missing := missing_tools(("espeak-ng", "flite", "festival")):
+    if missing := missing_tools(("espeak-ng", "flite", "festival", "pico")):
         raise SystemExit(f"{missing} missing: run `make install-test`")
     section = load_config(Path(args.config))["applications"][0]["args"]["transcriber"]
     load = [round(os.getloadavg()[0], 1)]

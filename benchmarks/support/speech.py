@@ -19,6 +19,7 @@ import tempfile
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -100,6 +101,8 @@ for its content words): espeak-ng's voices, and festival's Italian and Russian o
 French is read at a lecturer's 150 words a minute: at espeak-ng's default 175, base's int8 decoding on an AVX-512 CPU
 heard its first sentence as "J'oublier, ou par l'obusique" (57% WER; 33% on the CPU the bounds were measured on),
 and at 150 it is 30% there."""
+PICO_VOICES = {"de": "de-DE", "fr": "fr-FR", "es": "es-ES", "it": "it-IT", "en": "en-US"}
+"""SVOX Pico's voice of each language it has (py-nanotts, Apache-2.0; the voice data is in the wheel)."""
 ESPEAK = "espeak-ng:en"
 VOICES = ("flite:awb", "flite:rms", "flite:slt", "festival:kal", "flite:kal16")
 """Synthetic voices other than espeak-ng: flite's (Scottish and US male, US female, a diphone voice) and festival's."""
@@ -119,18 +122,22 @@ class Clip:
 
 
 PROGRAMS = {"flite": "flite", "festival": "text2wave", "espeak-ng": "espeak-ng"}
-"""The program behind each voice's engine (``make test`` installs them all)."""
+"""The program behind each voice's engine (``make test`` installs them all); ``pico`` is a Python package."""
 
 
 def missing_tools(engines: tuple[str, ...] = ("flite", "festival")) -> list[str]:
-    """The synthesis programs of ``engines`` this machine lacks (``make test`` installs them)."""
-    return [PROGRAMS[engine] for engine in engines if shutil.which(PROGRAMS[engine]) is None]
+    """The synthesis programs (or, for ``pico``, the package) of ``engines`` this machine lacks (``make test``
+    installs them)."""
+    return [PROGRAMS.get(engine, "py-nanotts") for engine in engines
+            if (shutil.which(PROGRAMS[engine]) if engine in PROGRAMS else find_spec("py_nanotts")) is None]
 
 
 def speak(text: str, voice: str, sentence_pause_ms: int = 0) -> bytes:
-    """``text`` read by ``voice`` (``flite:NAME``, ``festival:VOICE`` or ``espeak-ng:LANGUAGE[@WPM]``) as a WAV file.
+    """``text`` read by ``voice`` (``flite:NAME``, ``festival:VOICE``, ``espeak-ng:LANGUAGE[@WPM]`` or
+    ``pico:LANGUAGE-REGION``) as a WAV file.
 
-    flite and festival write 16-bit mono at 16 kHz; espeak-ng at its own 22.05 kHz. festival's ``kal`` is its
+    flite, festival and SVOX Pico (py-nanotts: de-DE, fr-FR, es-ES, it-IT, en-US, en-GB) write 16-bit mono at
+    16 kHz; espeak-ng at its own 22.05 kHz. festival's ``kal`` is its
     default voice; another is named as festival names it (``lp_diphone``, Italian). ``sentence_pause_ms``
     (espeak-ng only) pauses after each sentence as a speaker does, so that segments end where sentences do.
     espeak-ng reads at its default 175 words a minute unless ``@WPM`` says otherwise.
@@ -143,6 +150,10 @@ def speak(text: str, voice: str, sentence_pause_ms: int = 0) -> bytes:
     engine, name = voice.split(":", 1)
     if missing := missing_tools((engine,)):
         raise RuntimeError(f"{missing[0]} is missing: run `make test`, which installs it")
+    if engine == "pico":
+        from py_nanotts import NanoTTS
+
+        return as_wav(NanoTTS().speak(text, voice=name))
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "speech.wav"
         if engine == "flite":
