@@ -241,6 +241,10 @@ class TranscriptionSession:
         self.config, self.model = config, model
         if self.config.turn_detection != before:
             self.detector = self._detector()
+        await self._send_updated()
+
+    async def _send_updated(self) -> None:
+        """``session.updated`` (in the form the client spoke) with the session as it now is."""
         kind = "transcription_session.updated" if self.beta else "session.updated"
         await self.send(event(kind, session=self._described()))
 
@@ -348,8 +352,7 @@ class TranscriptionSession:
         """The model routing chose from the first turn's language, kept for the session's other turns; a
         ``session.updated`` names it (and the ``transcript_id`` the store will keep the session under)."""
         self.model = model
-        kind = "transcription_session.updated" if self.beta else "session.updated"
-        await self.send(event(kind, session=self._described()))
+        await self._send_updated()
 
     def _maybe_decode_partial(self) -> None:
         """Decode the growing turn again when ``delta_interval_s`` of audio came since the last decoding, unless

@@ -128,8 +128,13 @@ PROGRAMS = {"flite": "flite", "festival": "text2wave", "espeak-ng": "espeak-ng"}
 def missing_tools(engines: tuple[str, ...] = ("flite", "festival")) -> list[str]:
     """The synthesis programs (or, for ``pico``, the package) of ``engines`` this machine lacks (``make test``
     installs them)."""
-    return [PROGRAMS.get(engine, "py-nanotts") for engine in engines
-            if (shutil.which(PROGRAMS[engine]) if engine in PROGRAMS else find_spec("py_nanotts")) is None]
+    missing = []
+    for engine in engines:
+        if engine == "pico" and find_spec("py_nanotts") is None:
+            missing.append("py-nanotts")
+        elif engine != "pico" and shutil.which(PROGRAMS[engine]) is None:
+            missing.append(PROGRAMS[engine])
+    return missing
 
 
 def speak(text: str, voice: str, sentence_pause_ms: int = 0) -> bytes:
