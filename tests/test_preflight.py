@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
+from benchmarks.support.harness import declared_memory
 from deployments.cuda_stack import Line
 from serve_app.preflight import (
     Cluster,
@@ -137,6 +139,21 @@ def test_check_against_the_running_cluster(service: Service) -> None:
     assert "api_keys_file: /mnt/secrets/transcribe-serve/api-keys does not exist on this node" in prod.stdout
     gpu = run_check("configs/local.yaml", "--address", service.ray_address, "--gpu")
     assert gpu.returncode == 1 and "the cluster has no GPU node" in gpu.stdout, gpu.stdout + gpu.stderr
+
+
+@pytest.mark.serve
+def test_the_test_cluster_offers_the_memory_its_config_asks_for_whatever_the_machine_has_free(
+        service: Service, tmp_path: Path) -> None:
+    """Sized from free memory, a head started beside another test's app could not place every replica (CI)."""
+    config = local_config()
+    declared = declared_memory(config)
+    more = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Transcriber")
+    more["ray_actor_options"]["memory"] += GIB
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump(config))
+    result = run_check(str(tmp_path / "more.yaml"), "--address", service.ray_address)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"memory: the config needs {(declared + GIB) / GIB:.1f} GiB" in result.stdout
+    assert f"the cluster has {declared / GIB:.1f} GiB" in result.stdout
 
 
 def test_the_gpu_checks_run_offline_on_this_machine_and_name_each_failure() -> None:

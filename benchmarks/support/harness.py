@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import yaml
 
+from serve_app.preflight import needs
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -150,14 +152,17 @@ class LocalHead:
 
 
 @contextmanager
-def local_head(folder: Path, num_cpus: int = 2, num_gpus: int | None = None) -> Iterator[LocalHead]:
+def local_head(folder: Path, num_cpus: int = 2, num_gpus: int | None = None,
+               memory: int | None = None) -> Iterator[LocalHead]:
     """A Ray head on free ports, its node up, that is gone, with Ray's record of it, once the block ends or this
     process dies. A start Ray gave up on under load (``START_TIMED_OUT``) is tried once more, on new ports.
 
+    ``memory`` (bytes) is its logical memory; without it Ray offers what the machine had free at the start.
     Its record goes where Ray puts it (``RAY_TMPDIR``, which tests/conftest.py points at a folder of its own).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    resources = [f"--num-cpus={num_cpus}"] + ([f"--num-gpus={num_gpus}"] if num_gpus is not None else [])
+    resources = [f"--num-cpus={num_cpus}"] + ([f"--num-gpus={num_gpus}"] if num_gpus is not None else []) + (
+        [f"--memory={memory}"] if memory else [])
     ray_log = folder / "ray.log"
     for attempt in (1, 2):
         gcs_port, dashboard_port = free_port(), free_port()
@@ -182,10 +187,14 @@ def local_head(folder: Path, num_cpus: int = 2, num_gpus: int | None = None) -> 
 @contextmanager
 def local_app(config: dict, folder: Path, num_cpus: int = 2, num_gpus: int | None = None,
               timeout_s: float = 420) -> Iterator[LocalApp]:
-    """Run ``config`` (a Serve config dict) on a fresh local cluster; its HTTP port is replaced by a free one."""
+    """Run ``config`` (a Serve config dict) on a fresh local cluster; its HTTP port is replaced by a free one.
+
+    The cluster offers the memory the config's replicas ask for (``declared_memory``), as it is told its CPUs:
+    sized from what was free, a head started while another test's app ran could not place them all (CI).
+    """
     port = free_port()
     config = {**config, "http_options": {**config.get("http_options", {}), "host": "127.0.0.1", "port": port}}
-    with local_head(folder, num_cpus, num_gpus) as head:
+    with local_head(folder, num_cpus, num_gpus, memory=declared_memory(config)) as head:
         config_path = folder / "config.yaml"
         config_path.write_text(yaml.safe_dump(config))
         log = folder / "serve.log"
@@ -197,6 +206,12 @@ def local_app(config: dict, folder: Path, num_cpus: int = 2, num_gpus: int | Non
                            head_pid=head.pid)
         finally:
             stop(serve)
+
+
+def declared_memory(config: dict[str, Any]) -> int:
+    """Bytes of Ray's logical memory that every replica of ``config``'s applications asks for, at their start."""
+    return int(sum(need.replicas * need.per_replica["memory"]
+                   for app in config["applications"] for need in needs(app)))
 
 
 def gpu_config(config: dict[str, Any]) -> dict[str, Any]:
