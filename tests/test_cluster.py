@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from ray.serve._private import api as serve_api
 from ray.serve.schema import ServeDeploySchema
 from ray.util.state import list_actors
 
+from benchmarks.support.harness import free_port, node_ports
 from deployments.settings import EMBEDDED
 from tests.conftest import until
 
@@ -69,7 +69,7 @@ class NodeType:
 
     def args(self) -> dict[str, Any]:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "memory": self.memory,
-                "resources": {f"{self.name}_node": 1}}
+                "resources": {f"{self.name}_node": 1}, **node_ports()}
 
 
 HEAD = NodeType("head", num_cpus=2, memory=2 * GIB)  # the Serve controller and the HTTP proxy only
@@ -81,12 +81,6 @@ def cpu_worker(config: dict[str, Any]) -> NodeType:
     cpu_only = [d for d in deployments(config).values() if not gpu_share(d)]
     memory = sum(replica_count(d) * d["ray_actor_options"]["memory"] for d in cpu_only)
     return NodeType("cpu", num_cpus=16, memory=memory)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def prod_config() -> dict[str, Any]:

@@ -70,6 +70,20 @@ def _tail(log: Path) -> str:
 
 STARTED = "Ray runtime started."
 """What ``ray start`` logs once its node has registered with the GCS."""
+NODE_PORTS = {"dashboard_agent_listen_port": "--dashboard-agent-listen-port",
+              "metrics_agent_port": "--dashboard-agent-grpc-port", "metrics_export_port": "--metrics-export-port",
+              "runtime_env_agent_port": "--runtime-env-agent-port",
+              "ray_client_server_port": "--ray-client-server-port"}
+"""Ports a Ray node picks for its agents and its client server unless given, by ``Cluster.add_node``'s names and
+``ray start``'s. Two are fixed (52365, 10001), so a second cluster on this machine cannot bind them; and a raylet
+not given its agents' ports waits 15 s for them to write theirs, then aborts (seen beside another test's app on
+2 cores, where the dashboard agent took 21 s to import)."""
+
+
+def node_ports() -> dict[str, int]:
+    """A free port for each of ``NODE_PORTS``."""
+    return {name: free_port() for name in NODE_PORTS}
+
 START_TIMED_OUT = "timed out during startup"
 """Ray's words when its raylet did not register within its fixed 30 s: seen on 2 cores beside another app."""
 
@@ -149,6 +163,8 @@ class LocalHead:
     dashboard_url: str
     pid: int
     """Every process of this cluster descends from it."""
+    ports: dict[str, int]
+    """The ports its node was given (``NODE_PORTS``)."""
 
 
 @contextmanager
@@ -167,9 +183,10 @@ def local_head(folder: Path, num_cpus: int = 2, num_gpus: int | None = None,
     for attempt in (1, 2):
         gcs_port, dashboard_port = free_port(), free_port()
         address = f"127.0.0.1:{gcs_port}"
+        ports = node_ports()
         head = _spawn([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
-                       f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", *resources], ray_log,
-                      head_address=address)
+                       f"--dashboard-port={dashboard_port}", "--dashboard-host=127.0.0.1", *resources,
+                       *(f"{NODE_PORTS[name]}={port}" for name, port in ports.items())], ray_log, head_address=address)
         try:
             wait_until_started(head.proc, ray_log, timeout_s=180)
         except LaunchError as error:
@@ -179,7 +196,7 @@ def local_head(folder: Path, num_cpus: int = 2, num_gpus: int | None = None,
             raise
         break
     try:
-        yield LocalHead(address, f"http://127.0.0.1:{dashboard_port}", head.proc.pid)
+        yield LocalHead(address, f"http://127.0.0.1:{dashboard_port}", head.proc.pid, ports)
     finally:
         stop(head)
 
