@@ -60,16 +60,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def load_config(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
-
-
-def _tail(log: Path) -> str:
-    return log.read_text()[-4000:] if log.exists() else ""
-
-
-STARTED = "Ray runtime started."
-"""What ``ray start`` logs once its node has registered with the GCS."""
 NODE_PORTS = {"dashboard_agent_listen_port": "--dashboard-agent-listen-port",
               "metrics_agent_port": "--dashboard-agent-grpc-port", "metrics_export_port": "--metrics-export-port",
               "runtime_env_agent_port": "--runtime-env-agent-port",
@@ -84,6 +74,17 @@ def node_ports() -> dict[str, int]:
     """A free port for each of ``NODE_PORTS``."""
     return {name: free_port() for name in NODE_PORTS}
 
+
+def load_config(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-4000:] if log.exists() else ""
+
+
+STARTED = "Ray runtime started."
+"""What ``ray start`` logs once its node has registered with the GCS."""
 START_TIMED_OUT = "timed out during startup"
 """Ray's words when its raylet did not register within its fixed 30 s: seen on 2 cores beside another app."""
 
