@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 
+from benchmarks.support.harness import local_head
 from deployments import metrics
 from deployments.metrics import ReplicaMetrics
 from deployments.nvml import gpu_memory_of
@@ -52,13 +53,16 @@ def test_gpu_memory_of_skips_records_nvml_cannot_measure() -> None:
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """A short, private one-CPU Ray instance: ``address="local"`` never joins a cluster someone else started."""
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A private one-CPU Ray cluster with this process as its driver. The harness starts it, so that it is given
+    its agents' ports: a node ``ray.init`` starts picks them itself, and its raylet aborted when an agent beside
+    another test's app took more than 15 s to write them (CI rehearsal r14)."""
+    with local_head(tmp_path_factory.mktemp("ray"), num_cpus=1) as head:
+        ray.init(address=head.address, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def test_replica_metrics_outside_serve(local_ray: None) -> None:
