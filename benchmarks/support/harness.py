@@ -178,8 +178,11 @@ def local_head(folder: Path, num_cpus: int = 2, num_gpus: int | None = None,
     Its record goes where Ray puts it (``RAY_TMPDIR``, which tests/conftest.py points at a folder of its own).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    resources = [f"--num-cpus={num_cpus}"] + ([f"--num-gpus={num_gpus}"] if num_gpus is not None else []) + (
-        [f"--memory={memory}"] if memory else [])
+    resources = [f"--num-cpus={num_cpus}"]
+    if num_gpus is not None:
+        resources.append(f"--num-gpus={num_gpus}")
+    if memory:
+        resources.append(f"--memory={memory}")
     ray_log = folder / "ray.log"
     for attempt in (1, 2):
         gcs_port, dashboard_port = free_port(), free_port()
