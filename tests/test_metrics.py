@@ -56,7 +56,7 @@ def test_gpu_memory_of_skips_records_nvml_cannot_measure() -> None:
 def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A private one-CPU Ray cluster with this process as its driver. The harness starts it, so that it is given
     its agents' ports: a node ``ray.init`` starts picks them itself, and its raylet aborted when an agent beside
-    another test's app took more than 15 s to write them (CI rehearsal r14)."""
+    another test's app took more than 15 s to write them (a clean-clone rehearsal)."""
     with local_head(tmp_path_factory.mktemp("ray"), num_cpus=1) as head:
         ray.init(address=head.address, log_to_driver=False)
         try:
