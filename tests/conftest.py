@@ -61,16 +61,20 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault(name, value)
 
 
+SHARED_APPS = ("service", "keyed_service")
+"""The session's apps, each started once and used by several modules."""
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and every module that uses the shared
-    ``service`` on the same one, so that the app starts once per run and module fixtures once per module."""
+    """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and the modules that use one of the
+    ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module."""
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]
 
-    shared = {module(item) for item in items if "service" in getattr(item, "fixturenames", ())}
+    app = {module(item): name for item in items for name in SHARED_APPS if name in getattr(item, "fixturenames", ())}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("service" if module(item) in shared else module(item)))
+        item.add_marker(pytest.mark.xdist_group(app.get(module(item), module(item))))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -324,3 +328,31 @@ def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube)
     """
     with running(serve_config(tmp_path_factory, fake_youtube), tmp_path_factory.mktemp("serve")) as app:
         yield app
+
+
+API_KEY = "browser-test-key"
+"""The one key ``keyed_service`` takes."""
+ADMITTED = {"max_ongoing_requests": 2, "max_queued_requests": 2}
+"""The Downloader's bound in ``keyed_service``: two sources decoding, two queued."""
+
+
+@pytest.fixture(scope="session")
+def keyed_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
+    """The app with API keys on (``API_KEY``, configured as its hash), a passage per segment, and the Downloader
+    admitting ``ADMITTED``: the page's app (tests/test_web_page.py) and the overload test's.
+
+    Passages of one segment let a search of a short clip land past its start, on the segment it names. Serve
+    counts its queue loosely while requests are being placed: with local.yaml's 8 + 32, a burst of 56 on a busy
+    machine (the other pytest-xdist worker's tests) had none refused in two minutes, and 41 to 43 of 48 let in on
+    a quiet one. A small bound and a burst of seven times it leave no doubt; the page sends three sources at most.
+    """
+    from serve_app.access import key_hash
+
+    config = serve_config(tmp_path_factory, fake_youtube)
+    app = config["applications"][0]
+    app["args"]["ingress"]["api_key_hashes"] = [key_hash(API_KEY)]
+    app["args"]["embedder"].update(chunk_words=1, chunk_overlap_words=0)
+    (downloader,) = [d for d in app["deployments"] if d["name"] == "Downloader"]
+    downloader.update(ADMITTED)
+    with running(config, tmp_path_factory.mktemp("serve-keyed")) as keyed:
+        yield keyed

@@ -6,15 +6,13 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from benchmarks.support.fake_youtube import FakeYouTube
-from tests.conftest import Service, running, serve_config
+from tests.conftest import ADMITTED, API_KEY, Service
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -60,37 +58,17 @@ class HeldMedia:
         self.server.server_close()
 
 
-ADMITTED = {"max_ongoing_requests": 2, "max_queued_requests": 2}
-"""The Downloader's bound in this module's app: two sources decoding, two queued."""
-
-
-@pytest.fixture(scope="module")
-def tight_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
-    """The test app with the Downloader admitting ``ADMITTED`` (and no Diarizer, which nothing here uses).
-
-    Serve counts its queue loosely while requests are being placed: with local.yaml's 8 + 32, a burst of 56 on a
-    busy machine (the other pytest-xdist worker's tests) had none refused in two minutes, and 41 to 43 of 48 let
-    in on a quiet one. A small bound and a burst of seven times it leave no doubt.
-    """
-    config = serve_config(tmp_path_factory, fake_youtube)
-    app = config["applications"][0]
-    del app["args"]["diarizer"]
-    app["deployments"] = [d for d in app["deployments"] if d["name"] != "Diarizer"]
-    (downloader,) = [d for d in app["deployments"] if d["name"] == "Downloader"]
-    downloader.update(ADMITTED)
-    with running(config, tmp_path_factory.mktemp("serve-tight")) as service:
-        yield service
-
-
-def test_overload_is_503_with_retry_after(tight_service: Service, speech: dict[str, Path]) -> None:
+def test_overload_is_503_with_retry_after(keyed_service: Service, speech: dict[str, Path]) -> None:
     """More sources at once than the Downloader admits: while the admitted ones are held, those past the bound get
     503 with Retry-After at once, rather than a queue without end, and every admitted source is transcribed once it
-    is released. Half the excess must be refused while the rest are held (Serve's count is loose; above)."""
-    service, admitted = tight_service, sum(ADMITTED.values())
+    is released. Half the excess must be refused while the rest are held (Serve's count is loose: see
+    ``keyed_service``)."""
+    service, admitted = keyed_service, sum(ADMITTED.values())
     excess = 6 * admitted
 
     async def burst(media: HeldMedia) -> tuple[list[httpx.Response], list[httpx.Response]]:
-        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=admitted + excess)) as http:
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=admitted + excess),
+                                     headers={"Authorization": f"Bearer {API_KEY}"}) as http:
             requests = [asyncio.ensure_future(http.post(f"{service.url}/v1/audio/transcriptions",
                                                         data={"url": media.url, "model": "whisper-1"}))
                         for _ in range(admitted + excess)]

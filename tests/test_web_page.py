@@ -23,30 +23,14 @@ from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_p
 
 from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
 from benchmarks.support.speech import LANGUAGES, speak, word_error_rate
-from serve_app.access import key_hash
-from tests.conftest import BOT_CHECK_ID, CAPTIONED_ID, Service, running, serve_config, until
+from tests.conftest import API_KEY, BOT_CHECK_ID, CAPTIONED_ID, Service, until
 
 pytestmark = pytest.mark.serve
 
-API_KEY = "browser-test-key"
 LIVE_TURNS = [("flite:slt", "The museum opens at nine in the morning and closes early on Sundays."),
               ("flite:awb", "Please bring a warm coat because the hall is cold in winter.")]
 JOB_TIMEOUT_S = 240
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="module")
-def keyed_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
-    """The real app with API keys on (one key, configured as its hash), a passage per segment.
-
-    Passages of one segment let a search of a short clip land past its start, on the segment it names.
-    """
-    config = serve_config(tmp_path_factory, fake_youtube)
-    args = config["applications"][0]["args"]
-    args["ingress"]["api_key_hashes"] = [key_hash(API_KEY)]
-    args["embedder"].update(chunk_words=1, chunk_overlap_words=0)
-    with running(config, tmp_path_factory.mktemp("serve-keyed")) as app:
-        yield app
 
 
 @pytest.fixture(scope="module")
