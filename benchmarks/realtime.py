@@ -1,7 +1,8 @@
 """Live transcription latency and accuracy: the official client streaming held-out speech at real-time pace.
 
     python -m benchmarks.realtime               # make bench: 1, 4 and 8 sessions, alone and beside 8 file clients
-    python -m benchmarks.realtime --quick       # a smoke run: 1 session, alone and loaded
+    python -m benchmarks.realtime --quick       # a smoke run: 1 session, alone and loaded, beside short clips
+    python -m benchmarks.realtime --url URL     # against an app already running at URL, not one started here
 
 Each session streams its own turns (sentences read by flite and festival voices, a silence after each) in
 100-ms appends paced to the clock, with server VAD. Measured per turn: ``speech_stopped`` to ``completed``
@@ -35,7 +36,7 @@ from benchmarks.support.harness import benchmark_config, benchmark_parser, local
 from benchmarks.support.load import clients
 from benchmarks.support.speech import VOICES, clip_set, missing_tools, realtime_pcm, sentences, speak, word_error_rate
 from benchmarks.throughput.report import percentile
-from benchmarks.throughput.workload import FULL_CLIPS, FULL_PER_LENGTH, workload
+from benchmarks.throughput.workload import FULL_CLIPS, FULL_PER_LENGTH, QUICK_CLIPS, QUICK_PER_LENGTH, workload
 
 CHUNK_S = 0.1
 PAUSE_S = 1.2
@@ -184,26 +185,35 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def app_url(stack: contextlib.ExitStack, config: str) -> str:
+    """Start ``config`` on a local cluster for this run (stopped when ``stack`` closes); its URL."""
+    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    return stack.enter_context(local_app(benchmark_config(config, scratch), scratch / "serve")).url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser("benchmarks.realtime", __doc__ or "")
-    parser.add_argument("--quick", action="store_true", help="1 session, 2 turns")
+    parser.add_argument("--quick", action="store_true", help="1 session, 2 turns, the file clients on short clips")
+    parser.add_argument("--url", help="measure the app running at this URL instead of starting --config's")
     parser.add_argument("--note", default="", help="what else ran on the machine")
     args = parser.parse_args(argv)
     if missing := missing_tools():
         parser.error(f"{missing} missing: run `make install-test`")
     counts, turns = ([1], QUICK_TURNS) if args.quick else ([1, 4, 8], TURNS)
     audio = scripts(max(counts), turns)
-    load_work = workload(clip_set(FULL_CLIPS, FULL_PER_LENGTH), 4, FILE_CLIENTS)
-    with tempfile.TemporaryDirectory() as scratch, local_app(benchmark_config(args.config, Path(scratch)),
-                                                             Path(scratch) / "serve") as app:
-        rows = [asyncio.run(sessions_row(app.url, audio[:n], loaded, load_work))
+    lengths, per_length = (QUICK_CLIPS, QUICK_PER_LENGTH) if args.quick else (FULL_CLIPS, FULL_PER_LENGTH)
+    load_work = workload(clip_set(lengths, per_length), 4, FILE_CLIENTS)
+    with contextlib.ExitStack() as stack:
+        url = args.url or app_url(stack, args.config)
+        rows = [asyncio.run(sessions_row(url, audio[:n], loaded, load_work))
                 for loaded in (False, True) for n in counts]  # alone first: cancelled file work lingers a while
-        by_file = file_wer(app.url, audio)
+        by_file = file_wer(url, audio)
     widest = max((r for r in rows if not r["file_clients"]), key=lambda r: r["sessions"])
     four = next((r for r in rows if r["sessions"] == 4 and not r["file_clients"]), widest)
     points = round(100 * (widest["wer"] - by_file), 2)
     result = {"machine": f"{platform.machine()}-{len(os.sched_getaffinity(0))}cpu",
-              "date": date.today().isoformat(), "config": args.config, "quick": args.quick, "turns_per_session": turns,
+              "date": date.today().isoformat(), "config": None if args.url else args.config, "url": args.url,
+              "quick": args.quick, "turns_per_session": turns,
               "note": args.note or "A quiet machine.", "rows": rows, "file_wer": by_file, "live_wer": widest["wer"],
               "wer_points_above_file": points, "targets": [
                   {"target": f"completed p95 under {TARGET_P95_S} s with {four['sessions']} sessions",
