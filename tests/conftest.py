@@ -68,27 +68,13 @@ SHARED_APPS = ("service", "keyed_service")
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and the modules that use one of the
-    ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module.
-
-    The groups that hold a ``slow`` test come first, then those that start Ray clusters (``serve``, ``cluster``),
-    then the rest by their number of tests (the Makefile turns xdist's own reordering off): the workers take the
-    long ones first and end on short ones, not one worker on a long benchmark while the other has nothing left.
-    """
+    ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module."""
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]
 
     app = {module(item): name for item in items for name in SHARED_APPS if name in getattr(item, "fixturenames", ())}
-    groups: dict[str, list[pytest.Item]] = {}
     for item in items:
-        group = app.get(module(item), module(item))
-        item.add_marker(pytest.mark.xdist_group(group))
-        groups.setdefault(group, []).append(item)
-    def marked(group: list[pytest.Item], *names: str) -> bool:
-        return any(item.get_closest_marker(name) for item in group for name in names)
-
-    ordered = sorted(groups.values(), key=lambda group: (not marked(group, "slow"),
-                                                          not marked(group, "serve", "cluster"), -len(group)))
-    items[:] = [item for group in ordered for item in group]
+        item.add_marker(pytest.mark.xdist_group(app.get(module(item), module(item))))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -21,8 +21,6 @@ from benchmarks.support.harness import BIN, ROOT, free_port
 from serve_app import preflight
 from tests.conftest import until
 
-pytestmark = pytest.mark.cluster
-
 HOLD_A_HEAD = """
 import sys
 from pathlib import Path

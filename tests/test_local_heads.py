@@ -7,12 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import psutil
-import pytest
 
 from benchmarks.support.harness import local_head
 from tests.conftest import until
-
-pytestmark = pytest.mark.cluster
 
 SERVED = ("dashboard_agent_listen_port", "ray_client_server_port")
 

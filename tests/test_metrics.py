@@ -65,7 +65,6 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             ray.shutdown()
 
 
-@pytest.mark.cluster
 def test_replica_metrics_outside_serve(local_ray: None) -> None:
     """Every method updates the plain figures; outside a Serve replica the replica id is ``local``."""
     replica = ReplicaMetrics("Transcriber")
@@ -93,7 +92,6 @@ def test_replica_metrics_outside_serve(local_ray: None) -> None:
     assert json.loads(json.dumps(stats)) == {**stats, "batch_sizes": {"4": 2, "1": 1}}
 
 
-@pytest.mark.cluster
 def test_track_times_and_restores_the_in_flight_count(local_ray: None) -> None:
     """track() keeps the call in flight, measures it, names the error class, and adds no audio for a failure."""
     replica = ReplicaMetrics("Embedder")
