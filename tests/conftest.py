@@ -29,6 +29,7 @@ from benchmarks.support.harness import BIN, ROOT, LaunchError, LocalApp, load_co
 from benchmarks.support.speech import ESPEAK, SCRIPTS, Conversation, dialogue, missing_tools, sentences
 from benchmarks.support.speech import speak as synthesise
 from deployments.schemas import AudioEnd, AudioWindow, Resolved
+from serve_app.access import key_hash
 
 SERVE_BIN = BIN / "serve"
 
@@ -332,6 +333,8 @@ def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube)
 
 API_KEY = "browser-test-key"
 """The one key ``keyed_service`` takes."""
+KEYED_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+"""What a client of ``keyed_service`` sends with each request."""
 ADMITTED = {"max_ongoing_requests": 2, "max_queued_requests": 2}
 """The Downloader's bound in ``keyed_service``: two sources decoding, two queued."""
 
@@ -346,8 +349,6 @@ def keyed_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYo
     machine (the other pytest-xdist worker's tests) had none refused in two minutes, and 41 to 43 of 48 let in on
     a quiet one. A small bound and a burst of seven times it leave no doubt; the page sends three sources at most.
     """
-    from serve_app.access import key_hash
-
     config = serve_config(tmp_path_factory, fake_youtube)
     app = config["applications"][0]
     app["args"]["ingress"]["api_key_hashes"] = [key_hash(API_KEY)]

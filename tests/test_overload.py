@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMITTED, API_KEY, Service
+from tests.conftest import ADMITTED, KEYED_HEADERS, Service
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -68,7 +68,7 @@ def test_overload_is_503_with_retry_after(keyed_service: Service, speech: dict[s
 
     async def burst(media: HeldMedia) -> tuple[list[httpx.Response], list[httpx.Response]]:
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=admitted + excess),
-                                     headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+                                     headers=KEYED_HEADERS) as http:
             requests = [asyncio.ensure_future(http.post(f"{service.url}/v1/audio/transcriptions",
                                                         data={"url": media.url, "model": "whisper-1"}))
                         for _ in range(admitted + excess)]

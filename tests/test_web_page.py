@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_p
 
 from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
 from benchmarks.support.speech import LANGUAGES, speak, word_error_rate
-from tests.conftest import API_KEY, BOT_CHECK_ID, CAPTIONED_ID, Service, until
+from tests.conftest import API_KEY, BOT_CHECK_ID, CAPTIONED_ID, KEYED_HEADERS, Service, until
 
 pytestmark = pytest.mark.serve
 
@@ -83,7 +83,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def authorised(service: Service) -> httpx.Client:
-    return httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    return httpx.Client(base_url=service.url, headers=KEYED_HEADERS, timeout=60)
 
 
 @pytest.fixture(scope="module")
