@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ray import serve
 from benchmarks.support.harness import wait_until_running
 from deployments.settings import TranscriberSettings
 from deployments.transcriber import Transcriber
-from tests.conftest import SERVE_BIN, Service, until
+from tests.conftest import SERVE_BIN, TEST_UPLOAD_LIMIT, Service, ffmpeg, until
 
 pytestmark = pytest.mark.serve
 
@@ -34,25 +35,30 @@ def replica_names(deployment: str) -> set[str]:
             if a["name"].startswith("SERVE_REPLICA::") and f"#{deployment}#" in a["name"]}
 
 
-
-
 def transcriber_stats(service: Service) -> dict:
     return httpx.get(f"{service.url}/stats", timeout=60).raise_for_status().json()["Transcriber"]
 
 
+LONG_SPEECH_REPEATS = 20
+"""The speech fixtures said this many times over: about 7 minutes, which the Transcriber takes well over ten
+seconds to decode on 2 cores, so a poll of ``/stats`` finds the request there. 45 s of WAV (the most the test
+upload limit takes) was two windows in one batch, decoded in a few seconds, and once finished before any poll."""
+
+
 def long_speech(speech: dict[str, Path], tmp_path: Path) -> bytes:
-    """About 45 s of speech (under the test upload limit): long enough to stay in flight for seconds."""
+    """The speech fixtures ``LONG_SPEECH_REPEATS`` times as 32 kb/s MP3, under the test upload limit."""
     from deployments.audio import decode
 
-    clips = [decode(p) for p in speech.values()] * 2
+    clips = [decode(p) for p in speech.values()] * LONG_SPEECH_REPEATS
     samples = (np.concatenate(clips) * 32767).astype("<i2")
-    import wave
-
-    path = tmp_path / "long.wav"
-    with wave.open(str(path), "wb") as out:
+    wav, mp3 = tmp_path / "long.wav", tmp_path / "long.mp3"
+    with wave.open(str(wav), "wb") as out:
         out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
         out.writeframes(samples.tobytes())
-    return path.read_bytes()
+    ffmpeg("-i", wav, "-c:a", "libmp3lame", "-b:a", "32k", mp3)
+    data = mp3.read_bytes()
+    assert len(data) < TEST_UPLOAD_LIMIT and len(samples) / 16000 > 300
+    return data
 
 
 def test_a_killed_transcriber_replica_fails_its_request_cleanly_and_is_replaced(
@@ -61,7 +67,7 @@ def test_a_killed_transcriber_replica_fails_its_request_cleanly_and_is_replaced(
     (victim,) = replica_names("Transcriber")
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(httpx.post, f"{service.url}/v1/audio/transcriptions",
-                              files={"file": ("long.wav", audio)}, timeout=300)
+                              files={"file": ("long.mp3", audio)}, timeout=300)
         def reached_replica() -> bool:
             if pending.done():
                 pytest.fail(f"the request ended before the kill: {pending.result().text[:300]}")
