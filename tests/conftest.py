@@ -63,19 +63,46 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 SHARED_APPS = ("service", "keyed_service")
-"""The session's apps, each started once and used by several modules."""
+"""The session's apps, each started once and used by several modules, and stopped after the last of them."""
+_RUNNING_APPS = pytest.StashKey[dict[str, contextlib.ExitStack]]()
+"""What stops each of the ``SHARED_APPS`` this process started, by fixture name."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and the modules that use one of the
-    ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module."""
+    ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module.
+
+    Each group's tests run one after another, in xdist's workers as in a run without them, so that a shared
+    app's last test is the one whose next test is of another group (``pytest_runtest_teardown``).
+    """
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]
 
     app = {module(item): name for item in items for name in SHARED_APPS if name in getattr(item, "fixturenames", ())}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(app.get(module(item), module(item))))
+    groups = {module(item): app.get(module(item), module(item)) for item in items}
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        item.add_marker(pytest.mark.xdist_group(groups[module(item)]))
+        first.setdefault(groups[module(item)], index)
+    items.sort(key=lambda item: first[groups[module(item)]])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Stop a shared app once the last test of its group is done, module fixtures included, rather than at the end of
+    the session: idle, an app costs about 9 CPU-s a minute, which the tests still running need on 2 cores."""
+    try:
+        yield
+    finally:
+        if (stack := item.config.stash.get(_RUNNING_APPS, {}).get(group(item))) and (
+                nextitem is None or group(nextitem) != group(item)):
+            stack.close()
+
+
+def group(item: pytest.Item) -> str:
+    """The item's ``xdist_group``: its module, or the shared app its module's tests use."""
+    return item.get_closest_marker("xdist_group").args[0]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -312,22 +339,26 @@ def serve_config(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYou
 
 
 @contextlib.contextmanager
-def running(config: dict, folder: Path) -> Iterator[Service]:
-    """``config`` on a fresh local cluster (``benchmarks.support.harness.local_app``); a failed start fails the test."""
-    try:
-        with local_app(config, folder) as app:
-            yield app
-    except LaunchError as error:
-        pytest.fail(str(error))
+def shared(request: pytest.FixtureRequest, config: dict, folder: Path) -> Iterator[Service]:
+    """``config`` on a fresh local cluster (``benchmarks.support.harness.local_app``) for one of the ``SHARED_APPS``,
+    which ``pytest_runtest_teardown`` stops after its last test; a failed start fails the test."""
+    with contextlib.ExitStack() as stack:
+        try:
+            app = stack.enter_context(local_app(config, folder))
+        except LaunchError as error:
+            pytest.fail(str(error))
+        request.config.stash.setdefault(_RUNNING_APPS, {})[request.fixturename] = stack
+        yield app
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            fake_youtube: FakeYouTube) -> Iterator[Service]:
     """The real app on a local cluster from ``serve_config`` (its HTTP port is a free one).
 
     Tests can connect to the cluster as a Ray driver (``ray_address``), e.g. to kill a replica.
     """
-    with running(serve_config(tmp_path_factory, fake_youtube), tmp_path_factory.mktemp("serve")) as app:
+    with shared(request, serve_config(tmp_path_factory, fake_youtube), tmp_path_factory.mktemp("serve")) as app:
         yield app
 
 
@@ -340,7 +371,8 @@ ADMITTED = {"max_ongoing_requests": 2, "max_queued_requests": 2}
 
 
 @pytest.fixture(scope="session")
-def keyed_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYouTube) -> Iterator[Service]:
+def keyed_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                  fake_youtube: FakeYouTube) -> Iterator[Service]:
     """The app with API keys on (``API_KEY``, configured as its hash), a passage per segment, and the Downloader
     admitting ``ADMITTED``: the page's app (tests/test_web_page.py) and the overload test's.
 
@@ -355,5 +387,5 @@ def keyed_service(tmp_path_factory: pytest.TempPathFactory, fake_youtube: FakeYo
     app["args"]["embedder"].update(chunk_words=1, chunk_overlap_words=0)
     (downloader,) = [d for d in app["deployments"] if d["name"] == "Downloader"]
     downloader.update(ADMITTED)
-    with running(config, tmp_path_factory.mktemp("serve-keyed")) as keyed:
+    with shared(request, config, tmp_path_factory.mktemp("serve-keyed")) as keyed:
         yield keyed
