@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
-from benchmarks.support.harness import BIN, ROOT, LaunchError, LocalApp, load_config, local_app
+from benchmarks.support.harness import BIN, ROOT, LaunchError, LocalApp, deployments, load_config, local_app
 from benchmarks.support.speech import ESPEAK, SCRIPTS, Conversation, dialogue, missing_tools, sentences
 from benchmarks.support.speech import speak as synthesise
 from deployments.schemas import AudioEnd, AudioWindow, Resolved
@@ -385,7 +385,6 @@ def keyed_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     app = config["applications"][0]
     app["args"]["ingress"]["api_key_hashes"] = [key_hash(API_KEY)]
     app["args"]["embedder"].update(chunk_words=1, chunk_overlap_words=0)
-    (downloader,) = [d for d in app["deployments"] if d["name"] == "Downloader"]
-    downloader.update(ADMITTED)
+    deployments(config)["Downloader"].update(ADMITTED)
     with shared(request, config, tmp_path_factory.mktemp("serve-keyed")) as keyed:
         yield keyed

@@ -37,7 +37,7 @@ from ray.serve._private import api as serve_api
 from ray.serve.schema import ServeDeploySchema
 from ray.util.state import list_actors
 
-from benchmarks.support.harness import free_port, node_ports
+from benchmarks.support.harness import deployments, free_port, node_ports
 from deployments.settings import EMBEDDED
 from tests.conftest import until
 
@@ -85,10 +85,6 @@ def cpu_worker(config: dict[str, Any]) -> NodeType:
 
 def prod_config() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())
-
-
-def deployments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {d["name"]: d for d in config["applications"][0]["deployments"]}
 
 
 def gpu_share(deployment: dict[str, Any]) -> float:

@@ -11,6 +11,7 @@ import ray
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from benchmarks.support.harness import deployments
 from serve_app import kuberay
 
 
@@ -55,12 +56,6 @@ def is_mounted(group: dict[str, Any], path: str) -> bool:
     return all(
         any(path.startswith(m["mountPath"].rstrip("/") + "/") for m in c.get("volumeMounts", [])) for c in containers
     )
-
-
-def transcriber(config: dict[str, Any]) -> dict[str, Any]:
-    """The Transcriber deployment's entry in a Serve config."""
-    deployments = config["applications"][0]["deployments"]
-    return next(d for d in deployments if d["name"] == "Transcriber")
 
 
 def test_committed_manifest_equals_a_fresh_render(
@@ -110,10 +105,11 @@ def test_a_changed_prod_config_no_longer_matches_the_committed_manifest(
     prod: dict[str, Any], template: dict[str, Any], committed: dict[str, Any]
 ) -> None:
     changed = copy.deepcopy(prod)
-    transcriber(changed)["ray_actor_options"]["num_gpus"] = 0.5
+    deployments(changed)["Transcriber"]["ray_actor_options"]["num_gpus"] = 0.5
     rendered = kuberay.render_rayservice(changed, template)
     assert rendered != committed
-    assert transcriber(yaml.safe_load(rendered["spec"]["serveConfigV2"]))["ray_actor_options"]["num_gpus"] == 0.5
+    served = deployments(yaml.safe_load(rendered["spec"]["serveConfigV2"]))
+    assert served["Transcriber"]["ray_actor_options"]["num_gpus"] == 0.5
     assert "num_gpus: 0.5" in kuberay.diff_text(committed, rendered)
 
 
@@ -149,7 +145,7 @@ def test_check_fails_with_a_clear_message_on_a_stale_manifest(
     prod: dict[str, Any], template: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     changed = copy.deepcopy(prod)
-    transcriber(changed)["ray_actor_options"]["num_gpus"] = 0.5
+    deployments(changed)["Transcriber"]["ray_actor_options"]["num_gpus"] = 0.5
     stale = tmp_path / "rayservice.yaml"
     stale.write_text(kuberay.manifest_text(kuberay.render_rayservice(changed, template)), encoding="utf-8")
     assert kuberay.check(stale) == 1

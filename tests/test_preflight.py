@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.support.harness import declared_memory
+from benchmarks.support.harness import declared_memory, deployments
 from deployments.cuda_stack import Line
 from serve_app.preflight import (
     Cluster,
@@ -147,7 +147,7 @@ def test_the_test_cluster_offers_the_memory_its_config_asks_for_whatever_the_mac
     """Sized from free memory, a head started beside another test's app could not place every replica (CI)."""
     config = local_config()
     declared = declared_memory(config)
-    more = next(d for d in config["applications"][0]["deployments"] if d["name"] == "Transcriber")
+    more = deployments(config)["Transcriber"]
     more["ray_actor_options"]["memory"] += GIB
     (tmp_path / "more.yaml").write_text(yaml.safe_dump(config))
     result = run_check(str(tmp_path / "more.yaml"), "--address", service.ray_address)

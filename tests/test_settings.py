@@ -6,6 +6,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from benchmarks.support.harness import deployments
 from deployments.settings import TranscriberSettings
 from serve_app.app import build_app
 from serve_app.settings import AppSettings
@@ -20,15 +21,15 @@ def test_config_files_validate_and_name_every_deployment(name: str) -> None:
     app = config["applications"][0]
     assert app["import_path"] == "serve_app.app:build_app"
     AppSettings.model_validate(app["args"])
-    declared = {d["name"]: d for d in app["deployments"]}
+    declared = deployments(config)
     assert set(declared) == DEPLOYMENTS
     for deployment in declared.values():
         assert deployment["ray_actor_options"]["memory"] > 0, deployment["name"]
 
 
 def test_prod_shares_each_gpu_between_four_whisper_replicas() -> None:
-    app = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())["applications"][0]
-    declared = {d["name"]: d for d in app["deployments"]}
+    config = yaml.safe_load((ROOT / "configs" / "prod.yaml").read_text())
+    app, declared = config["applications"][0], deployments(config)
     assert declared["Transcriber"]["ray_actor_options"]["num_gpus"] == 0.25
     assert 0 < declared["Embedder"]["ray_actor_options"]["num_gpus"] < 1
     assert 0 < declared["Diarizer"]["ray_actor_options"]["num_gpus"] < 1

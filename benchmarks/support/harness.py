@@ -79,6 +79,11 @@ def load_config(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def deployments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The deployments of ``config``'s (first) application by name: the entries themselves, to read or change."""
+    return {d["name"]: d for d in config["applications"][0]["deployments"]}
+
+
 def _tail(log: Path) -> str:
     return log.read_text()[-4000:] if log.exists() else ""
 
@@ -244,13 +249,10 @@ def gpu_config(config: dict[str, Any]) -> dict[str, Any]:
     app["args"]["transcriber"].update(device="cuda", compute_type="float16", max_batch_size=16)
     app["args"]["embedder"]["device"] = "cuda"
     app["args"]["downloader"]["windows_in_flight"] = 16
-    for deployment in app["deployments"]:
-        options = deployment.setdefault("ray_actor_options", {})
-        if deployment["name"] == "Transcriber":
-            deployment.update(num_replicas=4, max_ongoing_requests=32, max_queued_requests=256)
-            options.update(num_gpus=0.2, num_cpus=0.5)
-        if deployment["name"] == "Embedder":
-            options["num_gpus"] = 0.1
+    by_name = deployments(config)
+    by_name["Transcriber"].update(num_replicas=4, max_ongoing_requests=32, max_queued_requests=256)
+    by_name["Transcriber"].setdefault("ray_actor_options", {}).update(num_gpus=0.2, num_cpus=0.5)
+    by_name["Embedder"].setdefault("ray_actor_options", {})["num_gpus"] = 0.1
     return config
 
 

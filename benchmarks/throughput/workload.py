@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.support.fake_youtube import FakeVideo, FakeYouTube
-from benchmarks.support.harness import local_app
+from benchmarks.support.harness import deployments, local_app
 from benchmarks.support.load import Run, clients
 from benchmarks.support.processes import PeakRss, service_processes, this_process
 from benchmarks.support.soak_loop import model_loads
@@ -201,8 +201,7 @@ def service_rows(config: dict[str, Any], folder: Path, clips: list[Clip], long: 
 
 def transcriber_replicas(config: dict[str, Any]) -> int:
     """How many Transcriber replicas ``config`` runs."""
-    return int(next(d for d in config["applications"][0]["deployments"] if d["name"] == "Transcriber")
-               .get("num_replicas", 1))
+    return int(deployments(config)["Transcriber"].get("num_replicas", 1))
 
 
 def replicated(config: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -213,7 +212,7 @@ def replicated(config: dict[str, Any], replicas: int) -> dict[str, Any]:
     transcriber["cpu_threads"] = max(1, transcriber.get("cpu_threads", 2) // replicas)
     transcriber["num_workers"] = max(1, transcriber.get("num_workers", 1) // replicas)
     transcriber["live_workers"] = min(transcriber.get("live_workers", 0), transcriber["num_workers"] - 1)
-    next(d for d in app["deployments"] if d["name"] == "Transcriber")["num_replicas"] = replicas
+    deployments(config)["Transcriber"]["num_replicas"] = replicas
     return config
 
 
