@@ -65,7 +65,7 @@ def pytest_configure(config: pytest.Config) -> None:
 SHARED_APPS = ("service", "keyed_service")
 """The session's apps, each started once and used by several modules, and stopped after the last of them."""
 _RUNNING_APPS = pytest.StashKey[dict[str, contextlib.ExitStack]]()
-"""What stops each of the ``SHARED_APPS`` this process started, by fixture name."""
+"""What stops each of the ``SHARED_APPS`` this process started, by fixture name (its modules' ``group``)."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
