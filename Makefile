@@ -11,7 +11,8 @@ PIP := $(PY) -m pip
 UV := $(VENV)/bin/uv
 # uv, unlike pip, leaves byte-compiling to the first import. Where PYTHONDONTWRITEBYTECODE is set (containers, CI,
 # this machine) that first import never ends: every Ray worker and replica compiled ray, torch and transformers
-# again, and an app took 103 CPU-s to start instead of 36 (2 cores). So the install compiles them once.
+# again (import ray.serve 3.2 s instead of 1.3), and an app's processes but the Diarizer (whose first start compiles
+# numba code anyway) took 70 CPU-s to start instead of 30 on 2 cores. So the install compiles them once.
 UV_COMPILE ?= --compile-bytecode
 # torch first and pinned: a bare `torch` would make pip pull a multi-GB CUDA build on CPU machines.
 TORCH ?= torch==2.13.0
