@@ -66,6 +66,8 @@ SHARED_APPS = ("service", "keyed_service")
 """The session's apps, each started once and used by several modules, and stopped after the last of them."""
 _RUNNING_APPS = pytest.StashKey[dict[str, contextlib.ExitStack]]()
 """What stops each of the ``SHARED_APPS`` this process started, by fixture name (its modules' ``group``)."""
+_LAST_OF_GROUP = pytest.StashKey[dict[str, pytest.Item]]()
+"""The last test of each ``group`` in this process's run order."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
@@ -73,8 +75,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and the modules that use one of the
     ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module.
 
-    Each group's tests run one after another, in xdist's workers as in a run without them, so that a shared
-    app's last test is the one whose next test is of another group (``pytest_runtest_teardown``).
+    A group's tests are put side by side, as xdist's workers run them, so that a run without xdist also keeps a
+    shared app for no longer than its group takes.
     """
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]
@@ -88,6 +90,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: first[groups[module(item)]])
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note each group's last test. A pytest-xdist worker runs a group whole, in this order (``--dist loadgroup``);
+    a run without xdist runs ``session.items`` as they are, whatever reordered them (``--ff``)."""
+    session.config.stash[_LAST_OF_GROUP] = {group(item): item for item in session.items}
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Stop a shared app once the last test of its group is done, module fixtures included, rather than at the end of
@@ -95,8 +103,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         yield
     finally:
-        if (stack := item.config.stash.get(_RUNNING_APPS, {}).get(group(item))) and (
-                nextitem is None or group(nextitem) != group(item)):
+        last = item.config.stash.get(_LAST_OF_GROUP, {}).get(group(item))
+        if last is item and (stack := item.config.stash.get(_RUNNING_APPS, {}).get(group(item))):
             stack.close()
 
 
