@@ -7,7 +7,8 @@ PIP := $(PY) -m pip
 # uv installs the project and its dependencies into the venv: the same packages as pip, in seconds where pip took
 # a minute and more (make test's installs, the runtime-only venv and mypy on a fresh clone, 2 cores, warm caches:
 # 2 min 44 s with pip, 62 s with uv). pip still picks the torch build (TORCH, below): it downloads the wheel that its
-# own configuration (an index, a folder of wheels) offers, and uv installs that file (11 s, where pip took 20).
+# own configuration (an index, a folder of wheels) offers, and uv installs that file (pip took 20 s a venv to
+# unpack and compile torch alone).
 UV := $(VENV)/bin/uv
 # uv, unlike pip, leaves byte-compiling to the first import. Where PYTHONDONTWRITEBYTECODE is set (containers, CI,
 # this machine) that first import never ends: every Ray worker and replica compiled ray, torch and transformers

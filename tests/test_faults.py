@@ -40,9 +40,9 @@ def transcriber_stats(service: Service) -> dict:
 
 
 LONG_SPEECH_REPEATS = 20
-"""The speech fixtures said this many times over: about 7 minutes, which the Transcriber takes well over ten
-seconds to decode on 2 cores, so a poll of ``/stats`` finds the request there. 45 s of WAV (the most the test
-upload limit takes) was two windows in one batch, decoded in a few seconds, and once finished before any poll."""
+"""The speech fixtures said this many times over: about 8 minutes, which the Transcriber takes well over ten
+seconds to decode on 2 cores, so a poll of ``/stats`` finds the request there. 45 s of WAV (the test upload limit
+takes 65 s at most) was two windows in one batch, decoded in a few seconds, and once finished before any poll."""
 
 
 def long_speech(speech: dict[str, Path], tmp_path: Path) -> bytes:
