@@ -97,7 +97,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """Stop a shared app once the last test of its group is done, module fixtures included, rather than at the end of
     the session: idle, an app costs about 9 CPU-s a minute, which the tests still running need on 2 cores."""
     try:
