@@ -64,10 +64,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 SHARED_APPS = ("service", "keyed_service")
 """The session's apps, each started once and used by several modules, and stopped after the last of them."""
+AFTER_APP = {"tests/test_throughput_bench.py": "service"}
+"""Modules run on a shared app's worker after that app's modules (and after the app stops), by that app.
+
+The throughput benchmark's quick run (about two minutes, two apps of its own) went to whichever worker came free
+first: the session app's, once the soak was done, while the other still ran the simulated cluster and the modules
+after it. The session app's worker then ran it alone for the last minute (workers done at 724 and 784 s, the cores
+a quarter idle meanwhile). Put after the app's modules, it ends its worker about when the other worker ends.
+"""
 _RUNNING_APPS = pytest.StashKey[dict[str, contextlib.ExitStack]]()
-"""What stops each of the ``SHARED_APPS`` this process started, by fixture name (its modules' ``group``)."""
-_LAST_OF_GROUP = pytest.StashKey[dict[str, pytest.Item]]()
-"""The last test of each ``group`` in this process's run order."""
+"""What stops each of the ``SHARED_APPS`` this process started, by fixture name."""
+_LAST_USE = pytest.StashKey[dict[str, pytest.Item]]()
+"""The last test to use each of the ``SHARED_APPS``, in this process's run order."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
@@ -75,42 +83,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and the modules that use one of the
     ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module.
 
-    A group's tests are put side by side, as xdist's workers run them, so that a run without xdist also keeps a
-    shared app for no longer than its group takes.
+    A group's tests are put side by side, as xdist's workers run them, the ``AFTER_APP`` modules last, so that a run
+    without xdist also keeps a shared app for no longer than its modules take.
     """
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]
 
     app = {module(item): name for item in items for name in SHARED_APPS if name in getattr(item, "fixturenames", ())}
-    groups = {module(item): app.get(module(item), module(item)) for item in items}
+    groups = {module(item): app.get(module(item)) or AFTER_APP.get(module(item), module(item)) for item in items}
     first: dict[str, int] = {}
     for index, item in enumerate(items):
         item.add_marker(pytest.mark.xdist_group(groups[module(item)]))
         first.setdefault(groups[module(item)], index)
-    items.sort(key=lambda item: first[groups[module(item)]])
+    items.sort(key=lambda item: (first[groups[module(item)]], module(item) in AFTER_APP))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Note each group's last test. A pytest-xdist worker runs a group whole, in this order (``--dist loadgroup``);
-    a run without xdist runs ``session.items`` as they are, whatever reordered them (``--ff``)."""
-    session.config.stash[_LAST_OF_GROUP] = {group(item): item for item in session.items}
+    """Note the last test to use each shared app. A pytest-xdist worker runs a group whole, in this order
+    (``--dist loadgroup``); a run without xdist runs ``session.items`` as they are, whatever reordered them
+    (``--ff``)."""
+    session.config.stash[_LAST_USE] = {name: item for item in session.items for name in SHARED_APPS
+                                       if name in getattr(item, "fixturenames", ())}
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    """Stop a shared app once the last test of its group is done, module fixtures included, rather than at the end of
+    """Stop a shared app once the last test to use it is done, module fixtures included, rather than at the end of
     the session: idle, an app costs about 9 CPU-s a minute, which the tests still running need on 2 cores."""
     try:
         yield
     finally:
-        last = item.config.stash.get(_LAST_OF_GROUP, {}).get(group(item))
-        if last is item and (stack := item.config.stash.get(_RUNNING_APPS, {}).get(group(item))):
-            stack.close()
-
-
-def group(item: pytest.Item) -> str:
-    """The item's ``xdist_group``: its module, or the shared app its module's tests use."""
-    return item.get_closest_marker("xdist_group").args[0]
+        running = item.config.stash.get(_RUNNING_APPS, {})
+        for name, last in item.config.stash.get(_LAST_USE, {}).items():
+            if last is item and name in running:
+                running.pop(name).close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
