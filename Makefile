@@ -35,7 +35,10 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 # Two jobs at once: `make test` builds check-install's runtime-only venv while it installs the test venv. The
 # runtime venv keeps about one core busy for 16 s, mostly unpacking and linking files (fresh clone, warm caches).
+# A sub-make shares its parent's jobs (setting them again makes it warn).
+ifeq ($(MAKELEVEL),0)
 MAKEFLAGS += --jobs=2
+endif
 
 .PHONY: install install-test install-gpu cluster-secrets system-deps build-deps check-install serve test test-fast typecheck lint bench clean
 
