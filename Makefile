@@ -87,7 +87,9 @@ install-test: install $(VENV)/.installed-test system-deps
 # is rebuilt from nothing when pyproject.toml changes (pip never removes a dropped dependency), and the
 # commands run every time (the install is editable: they run the code of this checkout). Two commands import too
 # little to repay compiling the venv (UV_COMPILE).
-$(RUNTIME_VENV)/.fresh: pyproject.toml | system-deps   # after apt: two apt-gets at once fight over dpkg's lock
+# After build-deps, so that the sub-make's own check finds g++ and cmake and never runs an apt-get beside
+# system-deps' (two at once fight over dpkg's lock); system-deps follows build-deps for the same reason.
+$(RUNTIME_VENV)/.fresh: pyproject.toml | build-deps
 	rm -rf $(RUNTIME_VENV)
 	$(MAKE) --no-print-directory install VENV=$(RUNTIME_VENV) UV_COMPILE=
 	touch $@

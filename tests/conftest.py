@@ -65,12 +65,12 @@ def pytest_configure(config: pytest.Config) -> None:
 SHARED_APPS = ("service", "keyed_service")
 """The session's apps, each started once and used by several modules, and stopped after the last of them."""
 AFTER_APP = {"tests/test_throughput_bench.py": "service"}
-"""Modules run on a shared app's worker after that app's modules (and after the app stops), by that app.
+"""Modules that run after a shared app's modules, on their worker, though they do not use the app (stopped by then).
 
 The throughput benchmark's quick run (about two minutes, two apps of its own) went to whichever worker came free
 first: the session app's, once the soak was done, while the other still ran the simulated cluster and the modules
-after it. The session app's worker then ran it alone for the last minute (workers done at 724 and 784 s, the cores
-a quarter idle meanwhile). Put after the app's modules, it ends its worker about when the other worker ends.
+after it. The session app's worker then ran it alone for the last minute (r32: workers done at 724 and 784 s, the
+cores a quarter idle meanwhile). Put after the app's modules, it ends its worker about when the other worker ends.
 """
 _RUNNING_APPS = pytest.StashKey[dict[str, contextlib.ExitStack]]()
 """What stops each of the ``SHARED_APPS`` this process started, by fixture name."""
