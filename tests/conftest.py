@@ -91,7 +91,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]
 
-    app = {module(item): name for item in items for name in SHARED_APPS if name in getattr(item, "fixturenames", ())}
+    app = {module(item): name for item in items for name in shared_apps(item)}
     groups = {module(item): app.get(module(item)) or AFTER_APP.get(module(item), module(item)) for item in items}
     first: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -104,8 +104,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Note the last test to use each shared app. A pytest-xdist worker runs a group whole, in this order
     (``--dist loadgroup``); a run without xdist runs ``session.items`` as they are, whatever reordered them
     (``--ff``)."""
-    session.config.stash[_LAST_USE] = {name: item for item in session.items for name in SHARED_APPS
-                                       if name in getattr(item, "fixturenames", ())}
+    session.config.stash[_LAST_USE] = {name: item for item in session.items for name in shared_apps(item)}
+
+
+def shared_apps(item: pytest.Item) -> list[str]:
+    """The ``SHARED_APPS`` a test uses, directly or through another fixture."""
+    return [name for name in SHARED_APPS if name in getattr(item, "fixturenames", ())]
 
 
 @pytest.hookimpl(wrapper=True)
