@@ -8,7 +8,8 @@ the turn is also decoded as soon as a pause has lasted ``TAIL_MS``, in the commi
 pause goes on to end the turn, that decoding is the ``completed`` transcript, already under way for the
 rest of ``silence_duration_ms``; otherwise it only feeds deltas. Any other committed turn is decoded once
 more for ``completed``. A turn reaches ``max_turn_s`` (Whisper's 30-s window) only
-by running on without a pause: it is committed there. ``transcribe`` is how a turn reaches a decoder (the
+by running on without a pause: it is committed there, at exactly ``max_turn_s`` (Whisper hears no more), and the
+audio past it starts the next turn. ``transcribe`` is how a turn reaches a decoder (the
 Transcriber through its handle, in the app); a failure of it is that turn's ``failed`` event, and the
 session goes on.
 """
@@ -264,8 +265,8 @@ class TranscriptionSession:
         self.turn.add(samples)
         if self.detector is not None:
             await self._detect(samples)
-        if self.turn.held >= self.limits.max_turn_s * SAMPLE_RATE:
-            await self._end_of_speech(self.heard)
+        while self.turn.held >= self._max_turn():
+            await self._end_of_speech(self.turn.start + self._max_turn() - TAIL)
         self._maybe_decode_at_pause()
         self._maybe_decode_partial()
 
@@ -292,9 +293,10 @@ class TranscriptionSession:
         await self._commit(None, end + TAIL)
 
     async def _commit(self, event_id: str | None, end: int | None = None) -> None:
-        """The turn up to stream index ``end`` (all of it when None) goes to the decoder; the rest starts the next."""
+        """The turn up to stream index ``end`` (all of it when None), ``max_turn_s`` at most, goes to the decoder; the
+        rest starts the next."""
         held = self.turn.samples()
-        cut = held.size if end is None else min(held.size, max(0, end - self.turn.start))
+        cut = min(held.size if end is None else max(0, end - self.turn.start), held.size, self._max_turn())
         if cut * 1000 < self.limits.min_commit_ms * SAMPLE_RATE:
             raise ProtocolError(f"the buffer holds {cut * 1000 // SAMPLE_RATE} ms of audio; a commit needs at least "
                                 f"{self.limits.min_commit_ms} ms", "input_audio_buffer_commit_empty", None, event_id)
@@ -309,6 +311,10 @@ class TranscriptionSession:
         self._last_final = task
         self._finals.add(task)
         task.add_done_callback(self._finals.discard)
+
+    def _max_turn(self) -> int:
+        """``max_turn_s`` in samples: the most audio one turn sends to the decoder (Whisper hears 30 s at a time)."""
+        return int(self.limits.max_turn_s * SAMPLE_RATE)
 
     def _decoded_to(self, end: int) -> asyncio.Future[Transcription] | None:
         """The transcription under way of this turn's audio up to stream index ``end`` exactly, kept from the

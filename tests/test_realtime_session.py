@@ -249,6 +249,41 @@ class Scripted:
         return Transcription(model="tiny.en", language="en", duration=samples.size / 16000, text=text, segments=[])
 
 
+class Lengths(Scripted):
+    """A scripted decoder that notes the length of each committed turn it is sent."""
+
+    def __init__(self, texts: list[str | None]) -> None:
+        super().__init__(texts)
+        self.committed: list[int] = []
+
+    async def __call__(self, samples: np.ndarray, options: TranscribeOptions, committed: bool) -> Transcription:
+        if committed:
+            self.committed.append(samples.size)
+        return await super().__call__(samples, options, committed)
+
+
+@pytest.mark.parametrize("piece_s", [0.1, 1.5], ids=["100-ms appends", "1.5-s appends"])
+def test_a_turn_that_runs_past_the_limit_is_cut_there_and_its_rest_starts_the_next(piece_s: float) -> None:
+    """Whisper hears at most 30 s (here a 2-s limit): the committed turn is exactly that long, nothing is lost."""
+    sent = Recorder()
+    lengths = Lengths([f"turn {n}" for n in range(4)])
+    session = TranscriptionSession(lengths, sent, SessionLimits(max_turn_s=2, delta_interval_s=60),
+                                   SessionConfig(turn_detection=None))
+    pcm = b"\1\0" * int(24000 * 4.5)
+
+    async def scenario() -> None:
+        await session.start()
+        for piece in chunks(pcm, int(48000 * piece_s)):
+            await session.receive(append(piece))
+        await session.receive('{"type": "input_audio_buffer.commit"}')
+        await session.close()
+
+    asyncio.run(scenario())
+    assert lengths.committed[:2] == [2 * 16000] * 2, lengths.committed
+    assert sum(lengths.committed) == session.heard, "every sample heard is in a committed turn"
+    assert len(sent.of("conversation.item.input_audio_transcription.completed")) == len(lengths.committed) == 3
+
+
 def test_deltas_send_what_two_decodings_agree_on_and_never_take_it_back() -> None:
     assert agreed(["the", "cat", "sat"], ["The", "cat,", "sat", "on"]) == 3
     sent = Recorder()
