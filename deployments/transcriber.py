@@ -32,7 +32,7 @@ from deployments.periodic import every
 from deployments.schemas import TranscribeOptions, Transcription
 from deployments.settings import EMBEDDED, TranscriberSettings
 from deployments.stage_timing import Clock, Record
-from deployments.window_decoding import Decoding, WindowRequest, decode_windows, detect_language
+from deployments.window_decoding import Decoding, WindowRequest, check_window, decode_windows, detect_language
 from deployments.windows import speech_windows, stitch
 
 if TYPE_CHECKING:
@@ -278,6 +278,7 @@ class Transcriber:
         A realtime session's committed ``turn`` goes ahead of everything queued, then its ``partial`` decodings
         of a turn still spoken (they only feed deltas), then file windows.
         """
+        check_window(samples)  # past 30 s: refused here, before it joins a batch it would fail
         options = await self.route(samples, options)  # a window still named by the routed name: routed alone
         name, _ = await self._check(options)  # a bad request fails alone, never the batch it would join
         lane = {"turn": URGENT, "partial": SOON, None: ORDINARY}[live]

@@ -89,10 +89,12 @@ def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: lis
     them, and a model served for one language detects nothing. ``record(stage, seconds)`` hears how long
     the log-Mel features (``features``), the encoder (``encode``), the search (``generate``) and the
     alignment (``align``) took. ``min_context_s``: encode less than 30 s where the windows allow (the
-    module's docstring); None: 30 s.
+    module's docstring); None: 30 s. A window past 30 s is refused (``check_window``).
     """
     if not windows:
         return []
+    for window in windows:
+        check_window(window)
     clock = Clock(record)
     frames = context_frames(max(len(window) for window in windows), min_context_s)
     features = np.stack([_features(model, window, frames) for window in windows])
@@ -124,6 +126,14 @@ def decode_windows(model: WhisperModel, windows: list[np.ndarray], requests: lis
         for number, segment in enumerate(found):
             segment.id, segment.language = number, language
     return [DecodedWindow(language, found) for language, found in zip(languages, segments, strict=True)]
+
+
+def check_window(window: np.ndarray) -> None:
+    """Refuse a window past 30 s: Whisper would hear its first 30 s only, and CTranslate2's alignment reads past the
+    encoder output for it (a batch holding a 36.5-s window aborted the process: ``free(): invalid next size``)."""
+    if window.size > WHISPER_CONTEXT_S * SAMPLE_RATE:
+        raise ValueError(f"a window of {window.size / SAMPLE_RATE:.1f} s: Whisper decodes at most "
+                         f"{WHISPER_CONTEXT_S:g} s at once (deployments.windows.speech_windows cuts longer audio)")
 
 
 def context_frames(longest: int, min_context_s: float | None) -> int:

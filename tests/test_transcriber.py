@@ -144,6 +144,25 @@ def test_a_batch_mixing_options_keeps_each_windows_place(engine: WhisperEngine, 
     assert engine.transcribe_batch([], []) == []
 
 
+def test_a_window_past_30_s_is_refused_before_it_is_decoded(engine: WhisperEngine) -> None:
+    """Whisper hears 30 s at a time: a longer window would lose its end, and its alignment corrupts the heap. A replica
+    refuses one before it joins a batch, which would fail with it."""
+    import asyncio
+
+    import numpy as np
+
+    from deployments.transcriber import Transcriber
+
+    long = np.zeros(int(30.5 * 16000), np.float32)
+    with pytest.raises(ValueError, match="a window of 30.5 s"):
+        engine.transcribe_batch([np.zeros(16000, np.float32), long], [TranscribeOptions()] * 2)
+    replica = Transcriber.func_or_class.__new__(Transcriber.func_or_class)  # no engine, no batcher: never reached
+    with pytest.raises(ValueError, match="a window of 30.5 s"):
+        asyncio.run(replica.transcribe(long, TranscribeOptions()))
+    (silence,) = engine.transcribe_batch([np.zeros(30 * 16000, np.float32)], [TranscribeOptions()])
+    assert silence.duration == 30.0
+
+
 def test_long_audio_is_windowed_and_stitched(engine: WhisperEngine, speech: dict[str, Path]) -> None:
     """Past 30 s, ``transcribe`` cuts windows, decodes them in a batch and puts each segment at its place."""
     import numpy as np
