@@ -126,7 +126,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
         running = item.config.stash.get(_RUNNING_APPS, {})
         for name, last in item.config.stash.get(_LAST_USE, {}).items():
             if last is item and name in running:
-                stopping = threading.Thread(target=running.pop(name).pop_all().close, name=f"stop {name}")
+                stopping = threading.Thread(target=running.pop(name).close, name=f"stop {name}")
                 stopping.start()
                 item.config.stash.setdefault(_STOPPING, []).append(stopping)
 
