@@ -27,7 +27,7 @@ from deployments.fanout import SourceRoute, transcribe_windows
 from deployments.handles import ServiceHandle
 from deployments.media_download import BOT_CHECK_HINT, Limits, downloaded, expand_playlist, ytdlp_options
 from deployments.metrics import ReplicaMetrics
-from deployments.model_cache import release_memory
+from deployments.model_cache import trim_heap
 from deployments.network_guard import MARKER, is_refusal, refuse_forbidden_addresses
 from deployments.schemas import AudioEnd, AudioWindow, Resolved, SourceMode, TranscribedWindow, TranscribeOptions
 from deployments.settings import DownloaderSettings, RoutingSettings
@@ -98,7 +98,7 @@ class SourceResolver:
             samples = yield from speech_windows(timed(blocks, "audio_decode", self.record), settings.window_s, vad,
                                                 SAMPLE_RATE, self.record)
         finally:
-            release_memory()  # the blocks' pages go back to the system, not to a heap that only grows
+            trim_heap()  # the blocks' pages go back to the system, not to a heap that only grows
         yield AudioEnd(duration=samples / SAMPLE_RATE)
 
     def _media_url(self, url: str, source: SourceMode, files: ExitStack) -> Found:

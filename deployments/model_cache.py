@@ -19,11 +19,27 @@ K = TypeVar("K", bound=Hashable)
 M = TypeVar("M")
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, loaded once; None where the C library is not glibc (nothing to trim)."""
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise), after a request's or a batch's buffers,
+    which reference counting frees: they hold no cycles, so no collection is paid for (0.1-0.2 s in a replica)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    """Collect garbage, then trim the heap: after a model is dropped, whose objects may hold one another."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim_heap()
 
 
 class ModelCache(Generic[K, M]):

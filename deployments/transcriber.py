@@ -27,7 +27,7 @@ from deployments.language_routing import check_request, routed, routes_per_sourc
 from deployments.languages import check_language
 from deployments.metrics import ReplicaMetrics
 from deployments.model_assembly import ASSEMBLED, assembled_location
-from deployments.model_cache import ModelCache, release_memory
+from deployments.model_cache import ModelCache, trim_heap
 from deployments.periodic import every
 from deployments.schemas import TranscribeOptions, Transcription
 from deployments.settings import EMBEDDED, TranscriberSettings
@@ -67,9 +67,9 @@ def whisper_model_location(name: str, value: str) -> str:
 
 def release_buffers(device: str) -> None:
     """On CPU, hand a batch's freed heap pages back to the system; on a GPU nothing: CTranslate2 keeps its own
-    device cache (torch's ``empty_cache`` frees none of it) and a collection per batch only costs GIL time."""
+    device cache (torch's ``empty_cache`` frees none of it)."""
     if not on_gpu(device):
-        release_memory()
+        trim_heap()
 
 
 class WhisperEngine:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import io
 import os
 import re
@@ -143,6 +144,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     else:
         print(f"\nRay's logs of this run: {folder}/ray")
+
+
+def cyclic_garbage(call: Callable[[], Any]) -> list[str]:
+    """The types of what ``call`` left in reference cycles, which only a garbage collection frees.
+
+    The service runs no collection per request or batch (``deployments.model_cache.trim_heap``): what a request
+    leaves in a cycle would hold its buffers until the collector ran. ``call`` runs once before, unwatched, so
+    that first-use caches do not count.
+    """
+    call()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        call()
+        gc.collect()
+        return [type(thing).__qualname__ for thing in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 def until(condition: Callable[[], Any], timeout_s: float, what: Callable[[], str] | str,

@@ -14,6 +14,7 @@ from deployments.schemas import TranscribeOptions
 from deployments.settings import EMBEDDED, TranscriberSettings
 from deployments.transcriber import WhisperEngine
 from deployments.window_decoding import context_frames, likeliest_language
+from tests.conftest import cyclic_garbage
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,15 @@ def test_windows_batched_together_give_what_each_gives_alone(engine: WhisperEngi
         assert all(0 <= s.start < s.end <= result.duration for s in result.segments)
     reversed_order = engine.transcribe_batch(windows[::-1], [options, options])
     assert [r.text for r in reversed_order] == [r.text for r in batched[::-1]]
+
+
+def test_a_batch_leaves_nothing_for_the_garbage_collector(engine: WhisperEngine, speech: dict[str, Path]) -> None:
+    """Reference counting alone frees a batch's features, encoder output and results: no collection follows one
+    (it cost 0.1-0.2 s a batch in a replica, where a short window decodes in 0.7 s)."""
+    windows = [decode(speech[name]) for name in ("history", "cooking", "lecture")]
+    for options in (TranscribeOptions(), TranscribeOptions(word_timestamps=True)):
+        left = cyclic_garbage(lambda options=options: engine.transcribe_batch(windows, [options] * len(windows)))
+        assert left == [], f"a batch ({options}) left reference cycles: {left}"
 
 
 def test_batched_word_timestamps_are_relative_to_their_own_window(engine: WhisperEngine,
