@@ -127,11 +127,10 @@ serve: install
 	@echo "Starting on http://127.0.0.1:8000 (Ctrl-C to stop). Try: curl -F file=@speech.wav http://127.0.0.1:8000/v1/audio/transcriptions"
 	$(VENV)/bin/serve run --address local $(CONFIG)   # its own local Ray, never a stale one from ray start
 
-# Two pytest-xdist workers: the modules that share an app run on one worker, and the groups that hold a slow test are
-# handed out first, in tests/conftest.py's order (not xdist's, by test count). One worker leaves the cores idle
-# while a cluster starts or a browser waits; two keep them ~96% busy.
+# Two pytest-xdist workers: one runs the modules that share the one app, the other the rest (tests/conftest.py
+# groups them). One worker leaves the cores idle while a cluster starts or a browser waits; two keep them ~96% busy.
 # PYTEST_PARALLEL= runs the tests one after another.
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup --no-loadscope-reorder
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup
 
 # Every test. Each pytest run keeps Ray's files in a fresh folder of its own (RAY_TMPDIR, tests/conftest.py), so
 # nothing an earlier or interrupted run left in /tmp/ray matters, and its clusters die with it.

@@ -65,6 +65,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 SHARED_APPS = ("service", "keyed_service")
 """The session's apps, each started once and used by several modules, and stopped after the last of them."""
+AFTER_APP = {"tests/test_throughput_bench.py": "service"}
+"""Modules that run after a shared app's modules, on their worker, though they do not use the app (stopped by then).
+
+The throughput benchmark's quick run (about two minutes, two apps of its own) has three tests, so xdist hands it out
+late, to whichever worker comes free, which then runs it alone: the session app's in r32 (workers done at 724 and
+784 s), the other one in r45 (from 727 to 876 s; the app's worker was done at 772 s). After the app's modules it
+starts while the other worker still runs (r44, the same day as r45: pytest 842 s against 890 s).
+"""
 _RUNNING_APPS = pytest.StashKey[dict[str, contextlib.ExitStack]]()
 """What stops each of the ``SHARED_APPS`` this process started, by fixture name."""
 _LAST_USE = pytest.StashKey[dict[str, pytest.Item]]()
@@ -78,24 +86,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each module on one pytest-xdist worker (``--dist loadgroup``), and the modules that use one of the
     ``SHARED_APPS`` on the same one, so that each app starts once per run and module fixtures once per module.
 
-    A group's tests are put side by side, as xdist's workers run them, so that a run without xdist also keeps a
-    shared app for no longer than its modules take. Groups that hold a ``slow`` test come first, the rest after, in
-    this order (``--no-loadscope-reorder``; xdist would put the groups of most tests first): the longest work is
-    handed out first and the short modules fill the end, so the workers end together. By test count the
-    throughput benchmark (three tests, two minutes) came last, to a worker that ran it alone: r45 from 727 to 876 s
-    after the other worker ended at 772, r47 from 799 to 933 s after 811.
+    A group's tests are put side by side, as xdist's workers run them, the ``AFTER_APP`` modules last, so that a run
+    without xdist also keeps a shared app for no longer than its modules take.
     """
     def module(item: pytest.Item) -> str:
         return item.nodeid.split("::")[0]
 
     app = {module(item): name for item in items for name in shared_apps(item)}
-    groups = {module(item): app.get(module(item), module(item)) for item in items}
-    slow = {groups[module(item)] for item in items if item.get_closest_marker("slow")}
+    groups = {module(item): app.get(module(item)) or AFTER_APP.get(module(item), module(item)) for item in items}
     first: dict[str, int] = {}
     for index, item in enumerate(items):
         item.add_marker(pytest.mark.xdist_group(groups[module(item)]))
         first.setdefault(groups[module(item)], index)
-    items.sort(key=lambda item: (groups[module(item)] not in slow, first[groups[module(item)]]))
+    items.sort(key=lambda item: (first[groups[module(item)]], module(item) in AFTER_APP))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
