@@ -71,7 +71,8 @@ AFTER_APP = {"tests/test_throughput_bench.py": "service"}
 The throughput benchmark's quick run (about two minutes, two apps of its own) has three tests, so xdist hands it out
 late, to whichever worker comes free, which then runs it alone: the session app's in r32 (workers done at 724 and
 784 s), the other one in r45 (from 727 to 876 s; the app's worker was done at 772 s). After the app's modules it
-starts while the other worker still runs (r44, the same day as r45: pytest 842 s against 890 s).
+starts while the other worker still runs. One day's runs did not settle which is faster (pytest 842 and 945 s after
+the app's modules, r44 and r47; 890 s as a group of its own, r45), so it stays where it was.
 """
 _RUNNING_APPS = pytest.StashKey[dict[str, contextlib.ExitStack]]()
 """What stops each of the ``SHARED_APPS`` this process started, by fixture name."""

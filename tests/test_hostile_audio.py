@@ -339,8 +339,8 @@ def test_blocks_join_to_exactly_the_whole_decode(encoded: dict[str, bytes], name
 def test_an_upload_leaves_nothing_for_the_garbage_collector(resolver: SourceResolver, encoded: dict[str, bytes],
                                                             name: str) -> None:
     """Reference counting alone frees an upload's container, resampler, frames and windows (no collection follows
-    one: it cost 0.2 s an upload in a replica). PyAV 13 left the in-memory container in a cycle, holding each
-    upload's bytes until the collector ran."""
+    one: it cost 0.2 s an upload with a replica's imports). PyAV 13 left the in-memory container in a cycle,
+    holding each upload's bytes until the collector ran."""
     left = cyclic_garbage(lambda: gathered(resolver.from_upload(encoded[name], name)))
     assert left == [], f"an upload of {name} left reference cycles: {left}"
 
