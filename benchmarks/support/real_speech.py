@@ -11,6 +11,7 @@ audio is committed here and nothing is fetched from a model hub.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -117,11 +118,23 @@ def _kept(archive: Archive, inner: str) -> bool:
 
 
 def fetch(archive: Archive = PYANNOTE, cache: Path = CACHE) -> Path:
-    """The folder of ``archive``'s recordings, their references and its LICENSE, fetched once."""
+    """The folder of ``archive``'s recordings, their references and its LICENSE, fetched once.
+
+    Processes that ask at once (the tests' two pytest-xdist workers, on a machine whose cache is empty) take turns
+    on a lock file: the first fetches, the others find its folder.
+    """
     folder = cache / archive.filename.removesuffix(".tar.gz")
-    if (folder / "LICENSE").is_file():
-        return folder
-    with tempfile.TemporaryDirectory() as scratch:
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f"{folder.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "LICENSE").is_file():
+            _unpack(archive, folder)
+    return folder
+
+
+def _unpack(archive: Archive, folder: Path) -> None:
+    """``archive``'s kept files into ``folder``, which appears whole or not at all (staged beside it, renamed)."""
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
         with tarfile.open(_download(archive, Path(scratch))) as opened:
             staged = Path(scratch) / "staged"
             staged.mkdir()
@@ -131,9 +144,7 @@ def fetch(archive: Archive = PYANNOTE, cache: Path = CACHE) -> Path:
                     name = Path(inner).name
                     target = staged / (_ascii(Path(name).stem) + Path(name).suffix)
                     target.write_bytes(opened.extractfile(member).read())
-        folder.parent.mkdir(parents=True, exist_ok=True)
         staged.rename(folder)
-    return folder
 
 
 def read_rttm(text: str) -> dict[str, list[SpeakerTime]]:
