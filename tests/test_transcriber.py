@@ -279,7 +279,11 @@ def test_live_context_is_the_turn_plus_two_seconds_in_steps_of_five_within_its_f
 
 def test_live_turns_are_encoded_with_less_context_and_keep_their_words(monkeypatch: pytest.MonkeyPatch) -> None:
     """The encoder sees 15 s, not 30 s, for a turn under 13 s; the transcripts are as good as with 30 s, and a
-    one-word turn is not repeated (what a context without padding, or under 15 s, does)."""
+    one-word turn is not repeated (what a context without padding, or under 15 s, does).
+
+    A turn may come out longer than its text where the 30-s pass heard more words too: on an AVX2 CPU (AMD EPYC)
+    both passes misheard festival's kal ("There are various sand dents, ..."), in 18 and 19 words for 16.
+    """
     if missing := missing_tools():
         pytest.fail(f"{missing} missing: run `make test`, which installs them")
     engine = WhisperEngine(TranscriberSettings(live_context_s=15))
@@ -293,5 +297,6 @@ def test_live_turns_are_encoded_with_less_context_and_keep_their_words(monkeypat
     assert frames == [3000] * len(turns) + [1500] * len(turns)
     texts = [text for _, text in LIVE_TURNS]
     assert word_error_rate(texts, live) <= word_error_rate(texts, full) + 0.02, (full, live)
-    for (_, text), said in zip(LIVE_TURNS, live, strict=True):
-        assert len(said.split()) <= len(text.split()) + 1, f"{text!r} came out as {said!r}"
+    for (_, text), whole, said in zip(LIVE_TURNS, full, live, strict=True):
+        words = max(len(text.split()), len(whole.split()))
+        assert len(said.split()) <= words + 1, f"{text!r} came out as {said!r} (with 30 s: {whole!r})"
