@@ -44,21 +44,10 @@ Idle, the app cost 26 CPU-s a minute with Ray's and 19 with these, on a 2-core m
 once for the whole suite; neither interval is what a test waits on, and a value given in the environment is kept.
 """
 
-PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
-"""OpenMP threads that sleep between parallel regions instead of spinning: the run's Whisper decoding, in the test
-processes and every app's Transcriber (CTranslate2 on GNU OpenMP).
-
-The suite runs two apps (or an app and a decoding test) at once on 2 cores. libgomp throttles its spinning only
-against threads of its own process, so each process's idle threads spun on the cores the other needed: two
-processes decoding a batch of four 28-s windows each at once took 8.1-8.6 s a batch, and 6.6-7.4 s with this (one
-process alone: 4.7-5.2 s and 5.3-5.5 s). The app's own configs keep OpenMP's default, as a machine given to one
-app wants; a value given in the environment is kept.
-"""
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """Give this run a Ray temp root of its own, so no test depends on what an earlier run left in /tmp/ray, and
-    its clusters ``QUIETER_SERVE`` and ``PASSIVE_OPENMP``.
+    its clusters ``QUIETER_SERVE``.
 
     Ray keeps its sessions and the "current cluster" record under ``$RAY_TMPDIR/ray``; the folder starts
     empty, as on a machine where Ray never ran, and a stale record elsewhere is never read. A path given in
@@ -70,7 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_OWN_RAY_TMPDIR] = os.environ["RAY_TMPDIR"]
     if worker := os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=worker, dir=os.environ["RAY_TMPDIR"])
-    for name, value in {**QUIETER_SERVE, **PASSIVE_OPENMP}.items():
+    for name, value in QUIETER_SERVE.items():
         os.environ.setdefault(name, value)
 
 
