@@ -37,7 +37,7 @@ from ray.serve._private import api as serve_api
 from ray.serve.schema import ServeDeploySchema
 from ray.util.state import list_actors
 
-from benchmarks.support.harness import START_TIMED_OUT, deployments, free_port, node_ports
+from benchmarks.support.harness import deployments, free_port, node_ports, started_once_more_if_timed_out
 from deployments.settings import EMBEDDED
 from tests.conftest import until
 
@@ -158,7 +158,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             env.setenv(key, value)
         for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):  # they would override the explicit addresses below
             env.delenv(key, raising=False)
-        cluster, types, nodes = start_nodes(config, temp_dir, dashboard_port)
+        cluster, types, nodes = started_once_more_if_timed_out(lambda: launch(config, temp_dir, dashboard_port))
         try:
             ray.init(address=cluster.address, namespace="serve", logging_level="ERROR", log_to_driver=False)
             deploy(config)
@@ -174,20 +174,6 @@ def sim(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         shutil.rmtree(temp_dir, ignore_errors=True)
     else:
         print(f"\nthe simulated cluster's Ray logs: {temp_dir}/session_latest/logs")
-
-
-def start_nodes(config: dict[str, Any], temp_dir: str, dashboard_port: int
-                ) -> tuple[Cluster, dict[str, NodeType], dict[str, Any]]:
-    """``launch``, tried once more as a new cluster when Ray gave up on a node's start under load
-    (``START_TIMED_OUT``: its raylet did not register within Ray's fixed 30 s, seen with the other worker's app
-    starting beside it). The first cluster's stray raylet ends on its own once its GCS is gone.
-    """
-    try:
-        return launch(config, temp_dir, dashboard_port)
-    except Exception as error:
-        if START_TIMED_OUT not in str(error):
-            raise
-    return launch(config, temp_dir, dashboard_port)
 
 
 def launch(config: dict[str, Any], temp_dir: str, dashboard_port: int
